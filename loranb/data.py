@@ -8,7 +8,8 @@ Docs: https://loranb.github.io/loranb/data.html.md"""
 __all__ = ['SHAPE_COLOURS', 'IMAGE_EXTS', 'INTERPOLATIONS', 'draw_shape', 'make_shapes_folder', 'load_captioned', 'to_rgb',
            'check_resolution', 'crop_box', 'transform_image', 'show_images', 'open_image', 'ScanReport', 'scan_images',
            'make_messy_folder', 'sample_rng', 'caption_options', 'count_truncated', 'tokenize', 'CaptionedImages',
-           'encode_batch', 'LatentCache', 'cache_key', 'build_cache', 'DataSettings', 'cache_exact', 'build_dataset']
+           'encode_batch', 'LatentCache', 'cache_key', 'build_cache', 'DataSettings', 'cache_exact', 'build_dataset',
+           'cache_dataset']
 
 # %% ../nbs/01_data.ipynb #c003
 import csv, hashlib, io, json, math, os, random, warnings
@@ -390,18 +391,14 @@ def cache_exact(settings, report):
     return settings.center_crop or all(w == h for w, h in report.sizes)
 
 def build_dataset(s,                # DataSettings
-                  tokenizer,        # the model's tokenizer
-                  vae=None,         # with `text_encoder`: build or reuse the cache (per `s.cache_latents`)
-                  text_encoder=None,
-                  model_id='',      # names the model in the cache key
-                  progress=True):
-    "Load, check and (optionally) cache the training set; return a `CaptionedImages`."
+                  tokenizer):       # the model's tokenizer
+    "Load, check columns, shuffle and limit, and open every image once; return a `CaptionedImages` (no cache yet)."
     check_resolution(s.resolution)
     if s.cache_latents not in ('auto', 'on', 'off', 'memory'):
         raise ValueError(f"cache_latents '{s.cache_latents}' unknown; use auto, on, off or memory")
     ds = load_captioned(s.dataset_name, s.train_data_dir, s.dataset_config_name, s.revision, s.cache_dir, s.image_column, s.caption_column)
     rows = _shuffled_rows(len(ds), s.seed, s.max_train_samples)
-    if not rows: raise ValueError(f"the dataset {s.dataset_name or s.train_data_dir} is empty")
+    if not rows: raise ValueError(f"no usable images: the dataset {s.dataset_name or s.train_data_dir} is empty")
     report = scan_images(ds.select(rows), s.image_column, s.resolution)
     rows = [rows[i] for i in report.good]
     data = CaptionedImages(ds, rows, tokenizer, s.resolution, s.center_crop, s.random_flip, s.image_interpolation_mode,
@@ -409,15 +406,24 @@ def build_dataset(s,                # DataSettings
     data.report = report
     data.truncated, _ = count_truncated(tokenizer, [c for opts in data.captions for c in opts])
     if data.truncated: warnings.warn(f"{data.truncated} captions are longer than 77 tokens and were truncated")
-    if vae is None or s.cache_latents == 'off': return data
-    if not cache_exact(s, report):
+    return data
+
+# %% ../nbs/01_data.ipynb #c046
+def cache_dataset(data,             # from `build_dataset`
+                  s,                # the same DataSettings
+                  vae, text_encoder,
+                  model_id='',      # names the model in the cache key
+                  progress=True):
+    "Attach a latent cache to `data` as `s.cache_latents` asks ('auto': only where exact); return `data`."
+    if s.cache_latents == 'off': return data
+    if not cache_exact(s, data.report):
         if s.cache_latents == 'auto':
             print("latent cache off: random crops of non-square images differ every epoch (use --center_crop to cache)")
             return data
         raise ValueError(f"cache_latents='{s.cache_latents}' with random crops of non-square images would train on one "
                          "crop only; use --center_crop, or --cache_latents=off")
-    key = cache_key(fingerprint=ds._fingerprint, model=model_id, resolution=s.resolution, center_crop=s.center_crop,
-                    flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=rows, dtype=str(vae.dtype),
+    key = cache_key(fingerprint=data.ds._fingerprint, model=model_id, resolution=s.resolution, center_crop=s.center_crop,
+                    flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=data.rows, dtype=str(vae.dtype),
                     captions=data.captions)
     root = Path(s.cache_dir) if s.cache_dir else Path(os.environ.get('LORANB_CACHE', Path.home()/'.cache'/'loranb'))
     folder = None if s.cache_latents == 'memory' else root/'latents'/key
