@@ -423,7 +423,7 @@ def cache_dataset(data,             # from `build_dataset`
         raise ValueError(f"cache_latents='{s.cache_latents}' with random crops of non-square images would train on one "
                          "crop only; use --center_crop, or --cache_latents=off")
     key = cache_key(fingerprint=data.ds._fingerprint, model=model_id, resolution=s.resolution, center_crop=s.center_crop,
-                    flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=data.rows, dtype=str(vae.dtype),
+                    flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=data.rows, dtype=str(vae.dtype), text_dtype=str(text_encoder.dtype),
                     captions=data.captions)
     root = Path(s.cache_dir) if s.cache_dir else Path(os.environ.get('LORANB_CACHE', Path.home()/'.cache'/'loranb'))
     folder = None if s.cache_latents == 'memory' else root/'latents'/key

@@ -6,9 +6,9 @@ Docs: https://loranb.github.io/loranb/train.html.md"""
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LR_SCHEDULERS', 'SECRET_FIELDS', 'TrainConfig', 'config_parser', 'parse_config', 'resolve_precision',
-           'check_config', 'diffusion_loss', 'autocast', 'grad_norm', 'EpochSampler', 'list_checkpoints',
+           'check_config', 'diffusion_loss', 'autocast', 'vae_dtype', 'grad_norm', 'EpochSampler', 'list_checkpoints',
            'save_checkpoint', 'load_lora_into', 'resume_point', 'public_config', 'sample_images', 'image_grid',
-           'write_model_card', 'TrainResult', 'train', 'push_to_hub', 'main']
+           'write_model_card', 'LossPlot', 'set_adapters_enabled', 'TrainResult', 'train', 'push_to_hub', 'main']
 
 # %% ../nbs/04_train.ipynb #c003
 import argparse, dataclasses, json, math, os, random, shutil, sys, time, warnings
@@ -171,6 +171,10 @@ def autocast(device, precision):
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision)
     return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
+def vae_dtype(weight_dtype, device):
+    "The frozen VAE's dtype: the run's on GPU; fp32 on CPU for fp16 runs, where fp16 convolutions are ~60x slower."
+    return torch.float32 if torch.device(device).type == 'cpu' and weight_dtype == torch.float16 else weight_dtype
+
 # %% ../nbs/04_train.ipynb #c018
 def grad_norm(params):
     "The global L2 norm of the gradients of `params`."
@@ -256,7 +260,11 @@ def sample_images(parts, unet, text_encoder, prompt, n=4, steps=25, seed=0, reso
     pipe.set_progress_bar_config(disable=True)
     gen = torch.Generator(device='cpu').manual_seed(seed)
     with autocast(device, precision):
-        return pipe([prompt]*n, num_inference_steps=steps, generator=gen, height=resolution, width=resolution).images
+        latents = pipe([prompt]*n, num_inference_steps=steps, generator=gen, height=resolution, width=resolution,
+                       output_type='latent').images
+    vae = parts.vae   # decoded in the VAE's own dtype, which may differ from the UNet's
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(images.float(), output_type='pil')
 
 def image_grid(images, ncols=None):
     "Paste PIL images into one grid image."
@@ -306,6 +314,33 @@ image = pipe("{c.validation_prompt or 'a prompt'}", num_inference_steps=30, guid
     return Path(output_dir)/'README.md'
 
 # %% ../nbs/04_train.ipynb #c037
+def _in_notebook():
+    "True inside a Jupyter kernel."
+    try:
+        from IPython import get_ipython
+        return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
+    except Exception: return False
+
+class LossPlot:
+    "A loss curve redrawn in place in a notebook every `every` steps; a no-op elsewhere."
+    def __init__(self, every=25, enabled=True): self.every, self.handle, self.enabled = every, None, enabled and _in_notebook()
+    def update(self, losses, final=False):
+        if not self.enabled or not losses or (len(losses) % self.every and not final): return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        fig, ax = plt.subplots(figsize=(5, 2.5)); steps, values = zip(*losses)
+        ax.plot(steps, values); ax.set(xlabel='step', ylabel='loss', yscale='log', title='training loss'); plt.close(fig)
+        if self.handle is None: self.handle = display(fig, display_id=True)
+        else: self.handle.update(fig)
+
+# %% ../nbs/04_train.ipynb #c039
+def set_adapters_enabled(model, enabled=True):
+    "Switch every peft LoRA layer of `model` on or off."
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    for m in model.modules():
+        if isinstance(m, BaseTunerLayer): m.enable_adapters(enabled)
+
+# %% ../nbs/04_train.ipynb #c041
 def _optimizer(c, params, lr):
     "AdamW (or bitsandbytes' 8-bit AdamW) over the trainable `params`."
     if c.use_8bit_adam:
@@ -327,7 +362,7 @@ def _log_images(accelerator, images, step, prompt):
             import wandb
             tracker.log({'validation': [wandb.Image(i, caption=prompt) for i in images]}, step=step)
 
-# %% ../nbs/04_train.ipynb #c038
+# %% ../nbs/04_train.ipynb #c042
 @dataclass
 class TrainResult:
     "What a run produced."
@@ -339,7 +374,7 @@ class TrainResult:
     dtypes: dict           # dtype of the frozen base, the LoRA weights and the optimizer state
     max_clipped_norm: float  # the largest gradient norm after clipping, over the run
 
-# %% ../nbs/04_train.ipynb #c039
+# %% ../nbs/04_train.ipynb #c043
 def train(c:TrainConfig, progress=True):
     "Train a LoRA on an SD v1 model as `c` says; return a `TrainResult`."
     from accelerate import Accelerator
@@ -364,7 +399,10 @@ def train(c:TrainConfig, progress=True):
 
     # 2. the parts: frozen base in the run's precision, LoRA in fp32
     weight_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision, torch.float32)
-    parts = load_parts(c.pretrained_model_name_or_path, revision=c.revision, variant=c.variant, dtype=weight_dtype, device=device)
+    parts = load_parts(c.pretrained_model_name_or_path, revision=c.revision, variant=c.variant)
+    for model, dtype in ((parts.unet, weight_dtype), (parts.text_encoder, weight_dtype), (parts.vae, vae_dtype(weight_dtype, device))):
+        model.to(device)
+        if dtype != torch.float32: model.to(dtype)   # the parts load as saved (fp32); only cast when the run asks
     parts.vae.requires_grad_(False); parts.text_encoder.requires_grad_(False)
     if c.prediction_type: parts.noise_scheduler.register_to_config(prediction_type=c.prediction_type)
     torch.manual_seed(c.seed)
@@ -376,13 +414,20 @@ def train(c:TrainConfig, progress=True):
         if c.train_text_encoder: text_encoder.gradient_checkpointing_enable()
     with accelerator.main_process_first():
         data = cache_dataset(data, ds, parts.vae, parts.text_encoder, model_id=str(parts.source), progress=progress and main)
+    offload = data.cache is not None and device.type == 'cuda'   # cached: the VAE (and a frozen text encoder) can leave the GPU
+    if offload:
+        parts.vae.to('cpu')
+        if not c.train_text_encoder: parts.text_encoder.to('cpu')
 
     # 3. optimizer, schedule, data loader
     params = [p for m in (unet, text_encoder) for p in m.parameters() if p.requires_grad]   # a list: clipping needs it whole
     lr = c.learning_rate * (c.gradient_accumulation_steps * c.train_batch_size * accelerator.num_processes if c.scale_lr else 1)
     optimizer = _optimizer(c, params, lr)
     sampler = EpochSampler(len(data), c.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=c.train_batch_size, sampler=sampler, num_workers=c.dataloader_num_workers)
+    # the loader gets its own generator: otherwise each new epoch's iterator draws from the global RNG (which dropout
+    # uses), and a resumed run, starting its iterator at a different moment, would drift from the uninterrupted one
+    loader = torch.utils.data.DataLoader(data, batch_size=c.train_batch_size, sampler=sampler, num_workers=c.dataloader_num_workers,
+                                         generator=torch.Generator().manual_seed(c.seed))
     steps_per_epoch = math.ceil(math.ceil(len(data) / c.train_batch_size / accelerator.num_processes) / c.gradient_accumulation_steps)
     max_steps = c.max_train_steps or c.num_train_epochs * steps_per_epoch
     epochs = math.ceil(max_steps / steps_per_epoch)
@@ -407,24 +452,33 @@ def train(c:TrainConfig, progress=True):
 
     if main: accelerator.init_trackers('loranb', config=public_config(c))
     losses, bad_in_a_row, max_clipped = [], 0, torch.zeros((), device=device)
+    live = LossPlot(enabled=progress and main)
     bar = tqdm(total=max_steps, initial=step, desc='training', disable=not (progress and main))
     unwrapped = [accelerator.unwrap_model(m) for m in modules]
     te_live = unwrapped[1] if c.train_text_encoder else parts.text_encoder
 
+    validated = {}   # step -> grid path: never sample twice at one step
+    def sample(prompt):
+        if offload: parts.vae.to(device); te_live.to(device)
+        images = sample_images(parts, unwrapped[0], te_live, prompt, c.num_validation_images,
+                               c.validation_inference_steps, c.seed, c.resolution, precision, device)
+        if offload: parts.vae.to('cpu'); c.train_text_encoder or te_live.to('cpu')
+        return images
     def validate(tag):
         if not (main and c.validation_prompt): return None
-        images = sample_images(parts, unwrapped[0], te_live, c.validation_prompt, c.num_validation_images,
-                               c.validation_inference_steps, c.seed, c.resolution, precision, device)
+        if step in validated: return validated[step][0]
+        images = sample(c.validation_prompt)
         (out/'samples').mkdir(exist_ok=True)
         path = out/'samples'/f'{tag}.png'; image_grid(images).save(path)
         _log_images(accelerator, images, step, c.validation_prompt)
+        validated[step] = (path, images)
         return path
 
     # 5. the epochs
     for epoch in range(first_epoch, epochs):
         for m in modules: m.train()
-        sampler.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        batches.set_epoch(epoch)   # accelerate's loader passes it on to the sampler, at each new iteration
         done, skip = skip, 0
         for batch in batches:
             with accelerator.accumulate(*modules):
@@ -451,7 +505,7 @@ def train(c:TrainConfig, progress=True):
                 continue
             bad_in_a_row = 0
             step += 1; losses.append((step, loss_value))
-            bar.update(1); bar.set_postfix(loss=f'{loss_value:.4f}', lr=f'{lr_scheduler.get_last_lr()[0]:.2e}')
+            bar.update(1); bar.set_postfix(loss=f'{loss_value:.4f}', lr=f'{lr_scheduler.get_last_lr()[0]:.2e}'); live.update(losses)
             accelerator.log({'loss': loss_value, 'lr': lr_scheduler.get_last_lr()[0], 'grad_norm': float(norm)}, step=step)
             if main and c.checkpointing_steps and step % c.checkpointing_steps == 0:
                 save_checkpoint(out, step, unwrapped[0], unwrapped[1] if c.train_text_encoder else None, optimizer, lr_scheduler,
@@ -460,7 +514,7 @@ def train(c:TrainConfig, progress=True):
             if step >= max_steps: break
         if step >= max_steps: break
         if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: validate(f'step-{step}')
-    bar.close()
+    bar.close(); live.update(losses, final=True)
 
     # 6. outputs
     accelerator.wait_for_everyone()
@@ -469,6 +523,11 @@ def train(c:TrainConfig, progress=True):
         lora_path = save_lora(out, unwrapped[0], unwrapped[1] if c.train_text_encoder else None)
         (out/'loss.json').write_text(json.dumps(losses))
         grid = validate(f'step-{step}') if c.validation_prompt else None
+        if grid:   # base (adapters off) above LoRA, same prompt and seeds
+            for m in unwrapped: set_adapters_enabled(m, False)
+            base = sample(c.validation_prompt)
+            for m in unwrapped: set_adapters_enabled(m, True)
+            image_grid(base + validated[step][1], ncols=c.num_validation_images).save(out/'samples'/'base-vs-lora.png')
         card_path = write_model_card(c, out, grid.relative_to(out).as_posix() if grid else None)
     accelerator.end_training()
     if main and c.push_to_hub: push_to_hub(c, out)
@@ -476,7 +535,7 @@ def train(c:TrainConfig, progress=True):
     dtypes = dict(base=str(parts.unet.conv_in.weight.dtype), lora=str(params[0].dtype), optimizer_state=str(adam_state[0].dtype) if adam_state else None)
     return TrainResult(out, step, losses, lora_path, card_path, dtypes, max_clipped.item())
 
-# %% ../nbs/04_train.ipynb #c041
+# %% ../nbs/04_train.ipynb #c045
 def push_to_hub(c, out):
     "Create the Hub repository and upload the output folder (without checkpoints and logs)."
     if not hub_online():
@@ -487,11 +546,11 @@ def push_to_hub(c, out):
     upload_folder(repo_id=repo, folder_path=str(out), token=c.hub_token, ignore_patterns=['checkpoint-*', '.checkpoint-*', f'{c.logging_dir}/*'])
     return repo
 
-# %% ../nbs/04_train.ipynb #c042
+# %% ../nbs/04_train.ipynb #c046
 def main(argv=None):
     "Console command `loranb-train`: the classic script's flags, loranb's loop."
     result = train(parse_config(argv))
-    print(f"LoRA saved to {result.lora_path} after {result.global_step} steps")
+    if result.lora_path: print(f"LoRA saved to {result.lora_path} after {result.global_step} steps")
 
-# %% ../nbs/04_train.ipynb #c043
+# %% ../nbs/04_train.ipynb #c047
 if __name__ == '__main__': main()   # python -m loranb.train, accelerate launch -m loranb.train, torchrun -m loranb.train
