@@ -160,6 +160,7 @@ def make_tiny_model(out_dir,      # folder to write, in diffusers layout
     torch.manual_seed(seed+2); text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
     # SD v1 ships a PNDM scheduler for sampling; training reads the same betas into a DDPM scheduler.
     scheduler = PNDMScheduler(**SD1_SCHEDULE, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
+    scheduler.register_to_config(clip_sample=False)   # as in SD v1's file: a DDIM built from it must not clip
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out_dir)
