@@ -88,7 +88,13 @@ def load_captioned(dataset_name=None,        # Hub dataset name, or a local fold
     else:
         if Path(dataset_name).exists() or dataset_name.startswith(('/', './', '../')):
             raise ValueError(f"dataset '{dataset_name}' is not a folder; pass a folder or a Hub dataset name")
-        ds = load_dataset(dataset_name, dataset_config_name, revision=revision, cache_dir=cache_dir, split='train')
+        from loranb.models import offline_unless_reachable
+        with offline_unless_reachable() as online:
+            try: ds = load_dataset(dataset_name, dataset_config_name, revision=revision, cache_dir=cache_dir, split='train')
+            except Exception as e:
+                if online: raise
+                raise ConnectionError(f"dataset '{dataset_name}' is not a local folder, the Hub cannot be reached and it is not "
+                                      f"cached: connect and retry, or pass a local folder ({type(e).__name__})") from e
     for col, flag in [(image_column, 'image_column'), (caption_column, 'caption_column')]:
         if col not in ds.column_names:
             raise ValueError(f"{flag.split('_')[0]} column '{col}' not found; the dataset has: {', '.join(ds.column_names)} (use --{flag})")
@@ -278,14 +284,14 @@ class CaptionedImages(torch.utils.data.Dataset):
 
 # %% ../nbs/01_data.ipynb #c037
 @torch.no_grad()
-def encode_batch(batch, vae, text_encoder, generator=None):
-    "Latents (sampled, scaled) and text embeddings for a batch from `CaptionedImages`, cached or not."
+def encode_batch(batch, vae, text_encoder, generator=None, device=None):
+    "Latents (sampled, scaled) and text embeddings for a batch from `CaptionedImages`, cached or not, on `device`."
     if 'latent_mean' in batch: mean, std, text = batch['latent_mean'], batch['latent_std'], batch['text_embedding']
     else:
         dist = vae.encode(batch['pixel_values'].to(vae.device, vae.dtype)).latent_dist
         mean, std = dist.mean, dist.std
         text = text_encoder(batch['input_ids'].to(text_encoder.device))[0]
-    device = vae.device
+    device = device or vae.device   # with a cache the VAE may have left the GPU: the batch goes where the UNet is
     mean, std = mean.to(device, torch.float32), std.to(device, torch.float32)
     noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else 'cpu').to(device)
     latents = (mean + std * noise) * vae.config.scaling_factor

@@ -110,7 +110,8 @@ def load_pipeline(lora, base=None, dtype=None, device=None):
     "A StableDiffusionPipeline of the LoRA's base model (from its card, or `base`), with the LoRA loaded."
     from diffusers import StableDiffusionPipeline
     base = base_model_of(lora, base)
-    pipe = StableDiffusionPipeline.from_pretrained(resolve_model(base), torch_dtype=dtype, safety_checker=None)
+    # default fp32: a model released in fp16 (like loranb:world) must not load half-and-half on a CPU
+    pipe = StableDiffusionPipeline.from_pretrained(resolve_model(base), torch_dtype=dtype or torch.float32, safety_checker=None)
     load_lora(pipe, lora)
     return pipe.to(device) if device else pipe
 

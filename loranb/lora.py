@@ -105,7 +105,11 @@ def lora_state_dict(model):
     "The LoRA weights of a peft-adapted `model` in diffusers' key layout (lora.down / lora.up), as fp32."
     from peft import get_peft_model_state_dict
     from diffusers.utils import convert_state_dict_to_diffusers
-    return {k: v.detach().float().cpu().contiguous() for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(model)).items()}
+    sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+    # diffusers' converter renames only the attention projections; give every module the same layout, or a loader
+    # that sees mixed keys drops some of them
+    rename = lambda k: k.replace('.lora_A.weight', '.lora.down.weight').replace('.lora_B.weight', '.lora.up.weight')
+    return {rename(k): v.detach().float().cpu().contiguous() for k, v in sd.items()}
 
 def _adapter_metadata(model):
     "The adapter's LoraConfig as a dict, which diffusers stores so that alpha survives the round trip."

@@ -61,7 +61,8 @@ def generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, negative_p
     "Text-to-image with `unet` (and whatever LoRA it carries), DDIM or Euler, classifier-free guidance; PIL images or latents."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     emb = embed_prompts(tokenizer, text_encoder, prompts, negative_prompt).to(unet.dtype)
-    shape = (len(prompts), unet.config.in_channels, height // 8, width // 8)
+    down = 2 ** (len(vae.config.block_out_channels) - 1)   # the VAE's down-sampling: 8 for SD v1
+    shape = (len(prompts), unet.config.in_channels, height // down, width // down)
     x = torch.randn(shape, generator=torch.Generator('cpu').manual_seed(seed)).to(unet.device, unet.dtype)
     ab = alpha_bars.to(torch.float32).cpu()
     ts = leading_timesteps(steps, len(ab))

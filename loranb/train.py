@@ -8,7 +8,8 @@ Docs: https://loranb.github.io/loranb/train.html.md"""
 __all__ = ['PRECISIONS', 'LR_SCHEDULERS', 'SECRET_FIELDS', 'TrainConfig', 'config_parser', 'parse_config', 'resolve_precision',
            'check_config', 'diffusion_loss', 'autocast', 'vae_dtype', 'grad_norm', 'EpochSampler', 'list_checkpoints',
            'save_checkpoint', 'load_lora_into', 'resume_point', 'public_config', 'sample_images', 'image_grid',
-           'write_model_card', 'LossPlot', 'set_adapters_enabled', 'TrainResult', 'train', 'push_to_hub', 'main']
+           'write_model_card', 'LossPlot', 'set_adapters_enabled', 'reg_batch', 'TrainResult', 'train', 'push_to_hub',
+           'main']
 
 # %% ../nbs/04_train.ipynb #c003
 import argparse, dataclasses, json, math, os, random, shutil, sys, time, warnings
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import load_parts, resolve_model, hub_online
+from .models import load_parts, resolve_model, hub_online, offline_unless_reachable
 from .data import DataSettings, build_dataset, cache_dataset, encode_batch
 from .schedule import add_noise, training_target, min_snr_weights, sample_noise
 from .lora import add_lora, cast_trainable_to_fp32, save_lora, LORA_FILE, UNET_ATTENTION, TEXT_ATTENTION
@@ -84,6 +85,8 @@ class TrainConfig:
     lora_dropout: float = _arg(0.0, "dropout on the LoRA input")
     lora_target_modules: str = _arg(','.join(UNET_ATTENTION), "comma-separated UNet module names to adapt")
     train_text_encoder: bool = _arg(False, "also adapt the text encoder's attention (turns the text cache off)")
+    reg_data_dir: str = _arg(None, "a regularisation set (folder) mixed into every batch, to keep what the model knew")
+    reg_weight: float = _arg(1.0, "loss weight of the regularisation batch")
     # checkpoints, logs, Hub
     checkpointing_steps: int = _arg(500, "save a resumable checkpoint every this many steps")
     checkpoints_total_limit: int = _arg(None, "keep at most this many checkpoints")
@@ -362,7 +365,14 @@ def _log_images(accelerator, images, step, prompt):
             import wandb
             tracker.log({'validation': [wandb.Image(i, caption=prompt) for i in images]}, step=step)
 
-# %% ../nbs/04_train.ipynb #c042
+# %% ../nbs/04_train.ipynb #c043
+def reg_batch(reg, step, batch_size, seed=0, rank=0):
+    "The regularisation batch of optimizer step `step`: rows drawn by (seed, step, process), collated."
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + rank)
+    rows = torch.randperm(len(reg), generator=g)[:batch_size].tolist()
+    return torch.utils.data.default_collate([reg[(i, step)] for i in rows])
+
+# %% ../nbs/04_train.ipynb #c044
 @dataclass
 class TrainResult:
     "What a run produced."
@@ -374,7 +384,7 @@ class TrainResult:
     dtypes: dict           # dtype of the frozen base, the LoRA weights and the optimizer state
     max_clipped_norm: float  # the largest gradient norm after clipping, over the run
 
-# %% ../nbs/04_train.ipynb #c043
+# %% ../nbs/04_train.ipynb #c045
 def train(c:TrainConfig, progress=True):
     "Train a LoRA on an SD v1 model as `c` says; return a `TrainResult`."
     from accelerate import Accelerator
@@ -391,18 +401,24 @@ def train(c:TrainConfig, progress=True):
 
     # 1. data first: a bad dataset fails before any model loads
     from transformers import CLIPTokenizer
-    tokenizer = CLIPTokenizer.from_pretrained(resolve_model(c.pretrained_model_name_or_path), subfolder='tokenizer', revision=c.revision)
+    with offline_unless_reachable():   # offline, fail at once rather than after minutes of retries
+        try: tokenizer = CLIPTokenizer.from_pretrained(resolve_model(c.pretrained_model_name_or_path), subfolder='tokenizer', revision=c.revision)
+        except OSError:
+            load_parts(c.pretrained_model_name_or_path, revision=c.revision)   # raises loranb's clear error about the model
+            raise
     ds = DataSettings(**{f.name: getattr(c, f.name) for f in fields(DataSettings)})
     if c.train_text_encoder and ds.cache_latents == 'on': raise ValueError("cache_latents=on cannot cache text embeddings while --train_text_encoder trains them; use auto")
     if c.train_text_encoder: ds.cache_latents = 'off'
     data = build_dataset(ds, tokenizer)
+    reg_settings = dataclasses.replace(ds, dataset_name=None, train_data_dir=c.reg_data_dir, max_train_samples=None) if c.reg_data_dir else None
+    reg = build_dataset(reg_settings, tokenizer) if reg_settings else None
 
     # 2. the parts: frozen base in the run's precision, LoRA in fp32
     weight_dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision, torch.float32)
     parts = load_parts(c.pretrained_model_name_or_path, revision=c.revision, variant=c.variant)
     for model, dtype in ((parts.unet, weight_dtype), (parts.text_encoder, weight_dtype), (parts.vae, vae_dtype(weight_dtype, device))):
         model.to(device)
-        if dtype != torch.float32: model.to(dtype)   # the parts load as saved (fp32); only cast when the run asks
+        if model.dtype != dtype: model.to(dtype)   # the parts load as saved (fp32, or fp16 for a half-precision release)
     parts.vae.requires_grad_(False); parts.text_encoder.requires_grad_(False)
     if c.prediction_type: parts.noise_scheduler.register_to_config(prediction_type=c.prediction_type)
     torch.manual_seed(c.seed)
@@ -414,6 +430,7 @@ def train(c:TrainConfig, progress=True):
         if c.train_text_encoder: text_encoder.gradient_checkpointing_enable()
     with accelerator.main_process_first():
         data = cache_dataset(data, ds, parts.vae, parts.text_encoder, model_id=str(parts.source), progress=progress and main)
+        if reg is not None: reg = cache_dataset(reg, reg_settings, parts.vae, parts.text_encoder, model_id=str(parts.source), progress=progress and main)
     offload = data.cache is not None and device.type == 'cuda'   # cached: the VAE (and a frozen text encoder) can leave the GPU
     if offload:
         parts.vae.to('cpu')
@@ -462,7 +479,9 @@ def train(c:TrainConfig, progress=True):
         if offload: parts.vae.to(device); te_live.to(device)
         images = sample_images(parts, unwrapped[0], te_live, prompt, c.num_validation_images,
                                c.validation_inference_steps, c.seed, c.resolution, precision, device)
-        if offload: parts.vae.to('cpu'); c.train_text_encoder or te_live.to('cpu')
+        if offload:
+            parts.vae.to('cpu')
+            if not c.train_text_encoder: te_live.to('cpu')
         return images
     def validate(tag):
         if not (main and c.validation_prompt): return None
@@ -482,10 +501,14 @@ def train(c:TrainConfig, progress=True):
         done, skip = skip, 0
         for batch in batches:
             with accelerator.accumulate(*modules):
-                latents, text = encode_batch(batch, parts.vae, te_live if c.train_text_encoder else parts.text_encoder, generator)
+                latents, text = encode_batch(batch, parts.vae, te_live if c.train_text_encoder else parts.text_encoder, generator, device)
                 if c.train_text_encoder:
                     with autocast(device, precision): text = modules[1](batch['input_ids'].to(device))[0]
                 loss = diffusion_loss(modules[0], latents, text, alpha_bars, generator, c, precision)
+                if reg is not None:
+                    rl, rt = encode_batch(reg_batch(reg, step, c.train_batch_size, c.seed, accelerator.process_index),
+                                          parts.vae, parts.text_encoder, generator, device)
+                    loss = loss + c.reg_weight * diffusion_loss(modules[0], rl, rt, alpha_bars, generator, c, precision)
                 accelerator.backward(scaler.scale(loss))
                 if accelerator.sync_gradients:
                     scaler.unscale_(optimizer)
@@ -535,7 +558,7 @@ def train(c:TrainConfig, progress=True):
     dtypes = dict(base=str(parts.unet.conv_in.weight.dtype), lora=str(params[0].dtype), optimizer_state=str(adam_state[0].dtype) if adam_state else None)
     return TrainResult(out, step, losses, lora_path, card_path, dtypes, max_clipped.item())
 
-# %% ../nbs/04_train.ipynb #c045
+# %% ../nbs/04_train.ipynb #c047
 def push_to_hub(c, out):
     "Create the Hub repository and upload the output folder (without checkpoints and logs)."
     if not hub_online():
@@ -546,11 +569,11 @@ def push_to_hub(c, out):
     upload_folder(repo_id=repo, folder_path=str(out), token=c.hub_token, ignore_patterns=['checkpoint-*', '.checkpoint-*', f'{c.logging_dir}/*'])
     return repo
 
-# %% ../nbs/04_train.ipynb #c046
+# %% ../nbs/04_train.ipynb #c048
 def main(argv=None):
     "Console command `loranb-train`: the classic script's flags, loranb's loop."
     result = train(parse_config(argv))
     if result.lora_path: print(f"LoRA saved to {result.lora_path} after {result.global_step} steps")
 
-# %% ../nbs/04_train.ipynb #c047
+# %% ../nbs/04_train.ipynb #c049
 if __name__ == '__main__': main()   # python -m loranb.train, accelerate launch -m loranb.train, torchrun -m loranb.train
