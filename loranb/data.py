@@ -431,7 +431,8 @@ def cache_dataset(data,             # from `build_dataset`
     key = cache_key(fingerprint=data.ds._fingerprint, model=model_id, resolution=s.resolution, center_crop=s.center_crop,
                     flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=data.rows, dtype=str(vae.dtype), text_dtype=str(text_encoder.dtype),
                     captions=data.captions)
-    root = Path(s.cache_dir) if s.cache_dir else Path(os.environ.get('LORANB_CACHE', Path.home()/'.cache'/'loranb'))
+    from loranb.models import cache_root
+    root = Path(s.cache_dir) if s.cache_dir else cache_root()
     folder = None if s.cache_latents == 'memory' else root/'latents'/key
     data.cache = build_cache(data, vae, text_encoder, folder, in_memory=s.cache_latents == 'memory', progress=progress)
     return data
