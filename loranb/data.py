@@ -12,7 +12,7 @@ __all__ = ['SHAPE_COLOURS', 'IMAGE_EXTS', 'INTERPOLATIONS', 'draw_shape', 'make_
            'cache_dataset']
 
 # %% ../nbs/01_data.ipynb #c003
-import csv, hashlib, io, json, math, os, random, warnings
+import hashlib, io, json, math, os, random, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +207,7 @@ def scan_images(ds, image_column='image', resolution=512):
         report.good.append(i); report.sizes.append(img.size)
         if min(img.size) < resolution: report.upscaled.append(i)
     if not report.good:
-        raise ValueError(f"no usable images: the dataset is empty" if not len(ds) else
+        raise ValueError("no usable images: the dataset is empty" if not len(ds) else
                          f"no usable images: all {len(ds)} files failed to decode ({report!r})")
     if report.bad or report.upscaled: warnings.warn(f"image check: {report!r}")
     return report

@@ -9,7 +9,6 @@ __all__ = ['UNET_ATTENTION', 'UNET_FEED_FORWARD', 'UNET_PROJ', 'TEXT_ATTENTION',
            'inject_lora', 'add_lora', 'cast_trainable_to_fp32', 'lora_state_dict', 'save_lora']
 
 # %% ../nbs/03_lora.ipynb #c003
-import json, math
 from pathlib import Path
 import torch
 from torch import nn

@@ -9,11 +9,12 @@ __all__ = ['embed_prompts', 'guide', 'leading_timesteps', 'ddim_step', 'euler_si
            'lora_scale', 'compare_grid', 'sample_cli']
 
 # %% ../nbs/05_sample.ipynb #c003
-import argparse, contextlib, math
+import argparse, contextlib
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from .train import image_grid
 
 # %% ../nbs/05_sample.ipynb #c006
 @torch.no_grad()

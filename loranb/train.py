@@ -12,7 +12,7 @@ __all__ = ['PRECISIONS', 'LR_SCHEDULERS', 'SECRET_FIELDS', 'TrainConfig', 'confi
            'main']
 
 # %% ../nbs/04_train.ipynb #c003
-import argparse, dataclasses, json, math, os, random, shutil, sys, time, warnings
+import argparse, contextlib, dataclasses, json, math, os, random, shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -144,7 +144,7 @@ def check_config(c):
             and not (Path(c.output_dir)/c.resume_from_checkpoint).is_dir():
         raise ValueError(f"resume_from_checkpoint '{c.resume_from_checkpoint}' is not a checkpoint folder; use 'latest' or a path")
     if c.use_8bit_adam:
-        try: import bitsandbytes  # noqa
+        try: import bitsandbytes  # noqa: F401  (only checking that it is installed)
         except ImportError: raise ValueError("use_8bit_adam needs bitsandbytes and a CUDA GPU: pip install bitsandbytes, or drop --use_8bit_adam")
         if not torch.cuda.is_available(): raise ValueError("use_8bit_adam needs a CUDA GPU; drop --use_8bit_adam on CPU")
     out = Path(c.output_dir)
@@ -253,21 +253,14 @@ def public_config(c):
             if k not in SECRET_FIELDS}
 
 # %% ../nbs/04_train.ipynb #c032
-@torch.no_grad()
 def sample_images(parts, unet, text_encoder, prompt, n=4, steps=25, seed=0, resolution=512, precision='no', device='cpu'):
-    "Generate `n` images of `prompt` with the live (possibly LoRA-adapted) parts."
-    from diffusers import StableDiffusionPipeline, DPMSolverMultistepScheduler
-    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=text_encoder, tokenizer=parts.tokenizer, unet=unet,
-                                   scheduler=DPMSolverMultistepScheduler.from_config(parts.noise_scheduler.config),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    gen = torch.Generator(device='cpu').manual_seed(seed)
-    with autocast(device, precision):
-        latents = pipe([prompt]*n, num_inference_steps=steps, generator=gen, height=resolution, width=resolution,
-                       output_type='latent').images
-    vae = parts.vae   # decoded in the VAE's own dtype, which may differ from the UNet's
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    return pipe.image_processor.postprocess(images.float(), output_type='pil')
+    "Generate `n` images of `prompt` with the live (possibly LoRA-adapted) parts: the sampling lesson's DDIM sampler."
+    from loranb.sample import generate   # the sampling lesson builds on this one; imported when first used
+    # autocast on GPU; on a CPU the parts already run in their dtypes, and an fp16 autocast would slow the fp32 VAE down
+    cast = autocast(device, precision) if torch.device(device).type == 'cuda' else contextlib.nullcontext()
+    with cast:
+        return generate(unet, parts.vae, parts.tokenizer, text_encoder, parts.noise_scheduler.alphas_cumprod, [prompt] * n,
+                        steps=steps, seed=seed, height=resolution, width=resolution)
 
 def image_grid(images, ncols=None):
     "Paste PIL images into one grid image."

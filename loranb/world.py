@@ -10,7 +10,7 @@ __all__ = ['PALETTE', 'BACKGROUNDS', 'BASE_SHAPES', 'NEW_SHAPE', 'BASE_COLOURS',
            'broad_pictures', 'train_world_vae', 'train_world_unet', 'build_world_model', 'world_model_cli', 'adherence']
 
 # %% ../nbs/07_tiny_world.ipynb #c003
-import argparse, json, math, random, time
+import argparse, json, random, time
 from pathlib import Path
 
 import numpy as np

@@ -172,10 +172,10 @@ def test_nonfinite_losses_stop_the_run(tmp_path, shapes, monkeypatch):
     assert sorted(p.name for p in (tmp_path/"nan").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
-def test_bad_data_fails_before_models_load(tmp_path):
-    from loranb.train import TrainConfig, train
-    empty = tmp_path/"empty"; empty.mkdir(); (empty/"metadata.jsonl").write_text("")
-    (tmp_path/"x.txt").write_text("x")
+def test_bad_data_fails_before_models_load(tmp_path, monkeypatch):
+    import loranb.train as lt
+    def no_models(*a, **kw): raise AssertionError("a model was loaded before the data was checked")
+    monkeypatch.setattr(lt, "load_parts", no_models)
     with pytest.raises(ValueError, match="caption column 'caption' not found"):
-        train(TrainConfig(train_data_dir=str(make_shapes_folder(tmp_path/"s", n=2)), caption_column="caption",
-                          output_dir=str(tmp_path/"o"), report_to="none"))
+        lt.train(lt.TrainConfig(train_data_dir=str(make_shapes_folder(tmp_path/"s", n=2)), caption_column="caption",
+                                output_dir=str(tmp_path/"o"), report_to="none"))
