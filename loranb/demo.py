@@ -45,15 +45,15 @@ def run_demo(output_dir='loranb-demo', steps=400, seed=0, progress=True):
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rings = make_world_folder(out/'data'/'rings', shapes=(NEW_SHAPE,), n=64, seed=seed)
-    regular = make_world_folder(out/'data'/'base-world', shapes=BASE_SHAPES, n=64, seed=seed + 1)
+    regular = make_world_folder(out/'data'/'base-world', shapes=BASE_SHAPES, n=256, seed=seed + 1)
     ring_specs, old_specs, seeds = world_specs(shapes=(NEW_SHAPE,)), world_specs(), (seed, seed + 1)
-    print(f"base model: {WORLD}; training set: 64 rings in {rings}; regularisation: 64 base-world pictures")
+    print(f"base model: {WORLD}; training set: 64 rings in {rings}; regularisation: 256 base-world pictures")
     base = load_parts(WORLD, dtype=torch.float32)
     before, before_imgs = _measure(base, ring_specs, seeds)
     old_before, _ = _measure(base, old_specs, seeds[:1])
     image_grid(before_imgs[:16], ncols=8).resize((8*64, 2*64), 0).save(out/'before.png')
     c = TrainConfig(pretrained_model_name_or_path=WORLD, train_data_dir=str(rings), reg_data_dir=str(regular), resolution=32,
-                    center_crop=True, random_flip=True, train_batch_size=16, max_train_steps=steps, learning_rate=5e-3,
+                    center_crop=True, random_flip=True, train_batch_size=16, max_train_steps=steps, learning_rate=3e-3,
                     lr_warmup_steps=0, rank=8, lora_target_modules=DEMO_TARGETS, seed=seed, output_dir=str(out), report_to='none', checkpointing_steps=0,
                     validation_prompt=caption(NEW_SHAPE, 'red', 'large', 'white'), validation_steps=steps,
                     validation_inference_steps=30, num_validation_images=4)

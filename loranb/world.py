@@ -120,7 +120,7 @@ def broad_pictures(n, seed=0):
                  rng.choice([rand_rgb(), rng.choice(list(BACKGROUNDS))]), rng=rng, outline=rng.random() < 0.3) for _ in range(n)]
 
 # %% ../nbs/07_tiny_world.ipynb #c017
-def train_world_vae(steps=400, batch=64, lr=1e-3, seed=0, log=print):
+def train_world_vae(steps=1200, batch=64, lr=1e-3, seed=0, log=print):
     "Train the world's VAE as an autoencoder (MSE plus a small KL term); set its latent scaling factor."
     from diffusers import AutoencoderKL
     torch.manual_seed(seed); vae = AutoencoderKL(**world_vae_config())
@@ -168,7 +168,7 @@ def train_world_unet(vae, tokenizer, text_encoder, steps=2200, batch=64, lr=5e-4
     return unet.eval()
 
 # %% ../nbs/07_tiny_world.ipynb #c020
-def build_world_model(out_dir, vae_steps=400, unet_steps=2200, seed=0, log=print):
+def build_world_model(out_dir, vae_steps=1200, unet_steps=2200, seed=0, log=print):
     "Train the tiny-world base model (VAE, UNet; frozen random CLIP) and save it as an SD pipeline folder."
     from diffusers import StableDiffusionPipeline, PNDMScheduler
     from transformers import CLIPTextModel, CLIPTextConfig
@@ -196,7 +196,7 @@ def world_model_cli(argv=None):
     "Console command `loranb-world-model OUT_DIR [--seed N] [--vae_steps N] [--unet_steps N]`."
     p = argparse.ArgumentParser(prog='loranb-world-model', description=build_world_model.__doc__)
     p.add_argument('out_dir'); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--vae_steps', type=int, default=400); p.add_argument('--unet_steps', type=int, default=2200)
+    p.add_argument('--vae_steps', type=int, default=1200); p.add_argument('--unet_steps', type=int, default=2200)
     a = p.parse_args(argv)
     print(f"wrote {build_world_model(a.out_dir, a.vae_steps, a.unet_steps, a.seed)}")
 
