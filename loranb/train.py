@@ -12,7 +12,7 @@ __all__ = ['PRECISIONS', 'LR_SCHEDULERS', 'SECRET_FIELDS', 'TrainConfig', 'confi
            'main']
 
 # %% ../nbs/04_train.ipynb #c003
-import argparse, contextlib, dataclasses, json, math, os, random, shutil
+import argparse, contextlib, dataclasses, json, math, os, random, shutil, time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -376,6 +376,7 @@ class TrainResult:
     card_path: Path
     dtypes: dict           # dtype of the frozen base, the LoRA weights and the optimizer state
     max_clipped_norm: float  # the largest gradient norm after clipping, over the run
+    step_times: list = None  # time.perf_counter() at the end of each optimizer step of this call, for steady-state timing
 
 # %% ../nbs/04_train.ipynb #c045
 def train(c:TrainConfig, progress=True):
@@ -461,7 +462,7 @@ def train(c:TrainConfig, progress=True):
         if main: print(f"resumed from {ckpt} at step {step} (epoch {first_epoch}, batch {skip})")
 
     if main: accelerator.init_trackers('loranb', config=public_config(c))
-    losses, bad_in_a_row, max_clipped = [], 0, torch.zeros((), device=device)
+    losses, step_times, bad_in_a_row, max_clipped = [], [], 0, torch.zeros((), device=device)
     live = LossPlot(enabled=progress and main)
     bar = tqdm(total=max_steps, initial=step, desc='training', disable=not (progress and main))
     unwrapped = [accelerator.unwrap_model(m) for m in modules]
@@ -520,7 +521,7 @@ def train(c:TrainConfig, progress=True):
                                              f"checkpoint in {out} is intact; try a lower --learning_rate or --mixed_precision=bf16/no")
                 continue
             bad_in_a_row = 0
-            step += 1; losses.append((step, loss_value))
+            step += 1; losses.append((step, loss_value)); step_times.append(time.perf_counter())
             bar.update(1); bar.set_postfix(loss=f'{loss_value:.4f}', lr=f'{lr_scheduler.get_last_lr()[0]:.2e}'); live.update(losses)
             accelerator.log({'loss': loss_value, 'lr': lr_scheduler.get_last_lr()[0], 'grad_norm': float(norm)}, step=step)
             if main and c.checkpointing_steps and step % c.checkpointing_steps == 0:
@@ -549,7 +550,7 @@ def train(c:TrainConfig, progress=True):
     if main and c.push_to_hub: push_to_hub(c, out)
     adam_state = [v for st in optimizer.state_dict()['state'].values() for v in st.values() if torch.is_tensor(v) and v.ndim]
     dtypes = dict(base=str(parts.unet.conv_in.weight.dtype), lora=str(params[0].dtype), optimizer_state=str(adam_state[0].dtype) if adam_state else None)
-    return TrainResult(out, step, losses, lora_path, card_path, dtypes, max_clipped.item())
+    return TrainResult(out, step, losses, lora_path, card_path, dtypes, max_clipped.item(), step_times)
 
 # %% ../nbs/04_train.ipynb #c047
 def push_to_hub(c, out):

@@ -116,7 +116,8 @@ def test_checkpoint_is_loadable_and_pruned(tmp_path, shapes, model):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
-    pipe.load_lora_weights(out/"checkpoint-6")
+    # diffusers before 0.40 asks for weight_name when offline (HF_HUB_OFFLINE=1), even for a local folder
+    pipe.load_lora_weights(out/"checkpoint-6", weight_name="pytorch_lora_weights.safetensors")
     assert "default_0" in pipe.unet.peft_config
 
 
