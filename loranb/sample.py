@@ -6,15 +6,16 @@ Docs: https://loranb.github.io/loranb/sample.html.md"""
 
 # %% auto #0
 __all__ = ['embed_prompts', 'guide', 'leading_timesteps', 'ddim_step', 'euler_sigmas', 'euler_step', 'generate', 'to_pil',
-           'lora_scale', 'compare_grid', 'sample_cli']
+           'image_grid', 'lora_scale', 'compare_grid', 'adherence']
 
 # %% ../nbs/05_sample.ipynb #c003
-import argparse, contextlib
+import contextlib, math
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .train import image_grid
+
+from .world import caption, score, RES
 
 # %% ../nbs/05_sample.ipynb #c006
 @torch.no_grad()
@@ -88,6 +89,14 @@ def to_pil(images):
     arr = (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray((a * 255).round().astype('uint8')) for a in arr]
 
+# %% ../nbs/05_sample.ipynb #n013x
+def image_grid(images, ncols=None):
+    "Paste PIL images into one grid image."
+    ncols = ncols or len(images); nrows = math.ceil(len(images)/ncols); w, h = images[0].size
+    grid = Image.new('RGB', (ncols*w, nrows*h), 'white')
+    for i, im in enumerate(images): grid.paste(im, ((i % ncols)*w, (i//ncols)*h))
+    return grid
+
 # %% ../nbs/05_sample.ipynb #c020
 @contextlib.contextmanager
 def lora_scale(model, scale=1.0):
@@ -107,30 +116,13 @@ def compare_grid(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, scales
         with lora_scale(unet, s): rows += generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, **kw)
     return image_grid(rows, ncols=len(prompts))
 
-# %% ../nbs/05_sample.ipynb #c031
-def sample_cli(argv=None):
-    "Console command `loranb-sample`."
-    p = argparse.ArgumentParser(prog='loranb-sample', description='Generate images with a LoRA on its base model')
-    p.add_argument('--lora', required=True, help='LoRA folder, file or Hub id')
-    p.add_argument('--prompt', required=True)
-    p.add_argument('--negative_prompt', default='')
-    p.add_argument('--base', help='base model (default: base_model from the LoRA\'s model card)')
-    p.add_argument('--steps', type=int, default=30)
-    p.add_argument('--guidance', type=float, default=7.5)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--scale', type=float, default=1.0, help='LoRA scale: 0 is the base model')
-    p.add_argument('--n', type=int, default=1, help='number of images (a grid when above 1)')
-    p.add_argument('--sampler', choices=['ddim', 'euler'], default='ddim')
-    p.add_argument('--resolution', type=int, default=None, help='image size (default: the UNet\'s native size)')
-    p.add_argument('--output', required=True, help='PNG file to write')
-    a = p.parse_args(argv)
-    from loranb.hub import load_pipeline
-    from loranb.train import image_grid
-    pipe = load_pipeline(a.lora, a.base)
-    size = a.resolution or pipe.unet.config.sample_size * 8
-    with lora_scale(pipe.unet, a.scale), lora_scale(pipe.text_encoder, a.scale):
-        images = generate(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.alphas_cumprod,
-                          [a.prompt] * a.n, a.negative_prompt, a.steps, a.guidance, a.seed, size, size, a.sampler)
-    out = images[0] if a.n == 1 else image_grid(images, ncols=min(a.n, 4))
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True); out.save(a.output)
-    print(f"wrote {a.output} ({a.n} image{'s' if a.n > 1 else ''}, {size}px)")
+# %% ../nbs/05_sample.ipynb #c022
+def adherence(unet, vae, tokenizer, text_encoder, alpha_bars, specs, seeds=(0,), steps=30, guidance=5.0):
+    "Share of pictures whose scored (shape, colour) matches the prompt, over `specs` x `seeds`; and the pictures."
+    prompts = [caption(*s) for s in specs]
+    images, right = [], 0
+    for seed in seeds:
+        batch = generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, steps=steps, guidance=guidance, seed=seed, height=RES, width=RES)
+        right += sum(score(img) == (s[0], s[1]) for img, s in zip(batch, specs))
+        images += batch
+    return right / (len(specs) * len(seeds)), images
