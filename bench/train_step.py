@@ -43,7 +43,10 @@ def run(a):
     unet, vae, te, ab = build(a.model, mp, device, a.channels_last)
     if a.gradient_checkpointing: unet.enable_gradient_checkpointing(); unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
+    if a.optimizer == 'adamw8bit':   # bitsandbytes' 8-bit AdamW, as --use_8bit_adam uses it
+        import bitsandbytes as bnb
+        opt = bnb.optim.AdamW8bit(params, lr=1e-4)
+    else: opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
     scaler = torch.amp.GradScaler(device.type, enabled=mp == 'fp16')
     cfg, gen = TrainConfig(), torch.Generator().manual_seed(0)
     pixels = torch.rand(a.batch, 3, a.resolution, a.resolution, device=device) * 2 - 1
@@ -77,7 +80,7 @@ def run(a):
     with FlopCounterMode(display=False) as fc: step()
     flops = fc.get_total_flops()
     s = statistics.median(times)
-    res = dict(model=a.model, resolution=a.resolution, batch=a.batch, precision=a.precision, cache=a.cache,
+    res = dict(model=a.model, resolution=a.resolution, batch=a.batch, precision=a.precision, cache=a.cache, optimizer=a.optimizer,
                channels_last=a.channels_last, gradient_checkpointing=a.gradient_checkpointing, steps=a.steps, s_per_step=round(s, 4), images_per_s=round(a.batch / s, 3),
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                tflop_per_step=round(flops / 1e12, 3), tflops=round(flops / s / 1e12, 3), device=device.type,
@@ -107,6 +110,7 @@ def main():
     p.add_argument('--cache', choices=['on', 'off'], default='on')
     p.add_argument('--channels_last', action='store_true')
     p.add_argument('--gradient_checkpointing', action='store_true')
+    p.add_argument('--optimizer', choices=['adamw', 'adamw8bit'], default='adamw', help='adamw8bit needs bitsandbytes and CUDA')
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--compare', action='store_true', help='run the reference recipe and loranb side by side (fp32, and loranb bf16)')

@@ -6,7 +6,7 @@ Docs: https://loranb.github.io/loranb/world.html.md"""
 
 # %% auto #0
 __all__ = ['PALETTE', 'BACKGROUNDS', 'BASE_SHAPES', 'NEW_SHAPE', 'BASE_COLOURS', 'SIZES', 'RES', 'show_images', 'draw', 'caption',
-           'world_specs', 'make_world_folder', 'score', 'scorer_accuracy']
+           'world_specs', 'make_world_folder', 'score', 'scorer_accuracy', 'rings_lora_path']
 
 # %% ../nbs/01_world.ipynb #c003
 import json, math, random
@@ -105,3 +105,9 @@ def scorer_accuracy(n=800, seed=1, noise=8.0):
         arr = np.asarray(draw(*spec, rng=rng), float) + g.normal(0, noise, (RES, RES, 3))
         right += score(Image.fromarray(arr.clip(0, 255).astype(np.uint8))) == (spec[0], spec[1])
     return right / n
+
+# %% ../nbs/01_world.ipynb #n002x
+def rings_lora_path():
+    "The ring LoRA that ships with loranb (made by `loranb-demo`, lesson 10), in diffusers' format with its model card."
+    import loranb
+    return Path(loranb.__file__).parent/'world_rings_lora'
