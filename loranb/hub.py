@@ -189,7 +189,7 @@ def export_cli(argv=None):
     if a.to: print(f"wrote {export_kohya(a.lora, a.output or Path(a.lora)/'pytorch_lora_weights_kohya.safetensors')}")
     if a.fuse: print(f"wrote {fuse(a.lora, a.fuse, a.base, a.scale)}")
 
-# %% ../nbs/08_hub.ipynb #c031
+# %% ../nbs/08_hub.ipynb #84e32585
 def sample_cli(argv=None):
     "Console command `loranb-sample`."
     p = argparse.ArgumentParser(prog='loranb-sample', description='Generate images with a LoRA on its base model')

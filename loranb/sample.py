@@ -116,7 +116,7 @@ def compare_grid(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, scales
         with lora_scale(unet, s): rows += generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, **kw)
     return image_grid(rows, ncols=len(prompts))
 
-# %% ../nbs/05_sample.ipynb #c022
+# %% ../nbs/05_sample.ipynb #673d09fc
 def adherence(unet, vae, tokenizer, text_encoder, alpha_bars, specs, seeds=(0,), steps=30, guidance=5.0):
     "Share of pictures whose scored (shape, colour) matches the prompt, over `specs` x `seeds`; and the pictures."
     prompts = [caption(*s) for s in specs]
