@@ -3,7 +3,7 @@
 # and save their outputs into the notebooks: what a learner sees on GitHub and in Colab comes from the committed code.
 #   tools/execute.sh                 every lesson
 #   tools/execute.sh nbs/03_*.ipynb  some of them
-# Offline and on the CPU, as the tests run. Then `nbdev-clean` strips execution counts and metadata, keeping outputs.
+# Offline and on the CPU, as the tests run. `nbdev-clean` then strips each one's execution counts and metadata, keeping outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline
@@ -16,8 +16,8 @@ for nb in "${files[@]}"; do
        --ExecutePreprocessor.kernel_name=python3 "$nb" >"${TMPDIR:-/tmp}/loranb-execute.log" 2>&1; then
     tail -40 "${TMPDIR:-/tmp}/loranb-execute.log"; echo "FAILED: $nb"; exit 1
   fi
+  nbdev-clean --fname "$nb"
   took=$(( $(date +%s) - start )); total=$((total + took))
   printf '%-32s %5d s  %6d KB\n' "$nb" "$took" "$(( $(stat -c %s "$nb") / 1024 ))"
 done
-nbdev-clean
 echo "executed ${#files[@]} notebook(s) in $total s"
