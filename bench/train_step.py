@@ -83,7 +83,7 @@ def run(a):
     res = dict(model=a.model, resolution=a.resolution, batch=a.batch, precision=a.precision, cache=a.cache, optimizer=a.optimizer,
                channels_last=a.channels_last, gradient_checkpointing=a.gradient_checkpointing, steps=a.steps, s_per_step=round(s, 4), images_per_s=round(a.batch / s, 3),
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-               tflop_per_step=round(flops / 1e12, 3), tflops=round(flops / s / 1e12, 3), device=device.type,
+               flop_per_step=flops, tflop_per_step=round(flops / 1e12, 3), tflops=round(flops / s / 1e12, 3), device=device.type,
                hardware=torch.cuda.get_device_name() if device.type == 'cuda' else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                torch=torch.__version__, date=str(date.today()))
     if device.type == 'cuda':

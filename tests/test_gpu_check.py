@@ -16,7 +16,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert report["meta"]["dry"] is True and "CPU rehearsal" in report["meta"]["hardware"]
     for name in ("fp16_b1", "bf16_b8"):
         assert "error" not in rows[name], rows[name]
-        assert rows[name]["s_per_step"] > 0 and rows[name]["tflop_per_step"] > 0
+        assert rows[name]["s_per_step"] > 0 and rows[name]["flop_per_step"] > 0
     assert rows["bf16_b8"]["batch"] == 2
     assert rows["adam8bit"]["skipped"] == "no CUDA GPU"          # 8-bit Adam needs CUDA
     colab = rows["colab_path"]
