@@ -240,15 +240,16 @@ def save_factors(folder,          # where to write pytorch_lora_weights.safetens
                  targets,         # the module names (peft's target_modules) the factors cover
                  base_model=None):# written into a model card, so loranb's loader finds the base
     "Write LoRA factors in diffusers' format (alpha = rank, so the scaling is 1); return the folder."
-    from peft import LoraConfig
     from diffusers import StableDiffusionPipeline
     sd, rank = {}, None
     for module, (down, up, shape) in factors.items():
         rank = down.shape[0]
         sd[f'{module}.lora.down.weight'] = down.reshape(rank, *shape[1:]).contiguous()
         sd[f'{module}.lora.up.weight'] = up.reshape(shape[0], rank, *[1] * (len(shape) - 2)).contiguous()
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=sorted(targets)).to_dict()
-    config['target_modules'] = sorted(config['target_modules'])
+    # only settings every PEFT release knows, so that older stacks load the file too (a full LoraConfig dict from a newer
+    # PEFT carries fields an older one rejects)
+    config = dict(r=rank, lora_alpha=rank, target_modules=sorted(targets), rank_pattern={}, alpha_pattern={}, lora_dropout=0.0,
+                  bias='none', use_dora=False, use_rslora=False)
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=sd, unet_lora_adapter_metadata=config, safe_serialization=True)
     if base_model: (folder/'README.md').write_text(f"---\nbase_model: {base_model}\nlibrary_name: diffusers\ntags: [lora, loranb]\n---\n\nA rank-{rank} LoRA written by loranb.beyond.\n")
@@ -310,7 +311,8 @@ def _unet(model):
     if isinstance(model, nn.Module): return getattr(model, 'unet', model)
     from diffusers import UNet2DConditionModel
     from loranb.models import resolve_model
-    folder = Path(resolve_model(str(model)))
+    folder = Path(model).expanduser()
+    if not folder.exists(): folder = Path(resolve_model(str(model)))   # a name: 'loranb:world' or a Hub id
     if (folder/'unet').is_dir(): folder = folder/'unet'
     return UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32)
 
@@ -348,7 +350,7 @@ def rank_errors(deltas, # {module: 2-D Delta W}
     total = sum(s.square().sum() for s in spectra)
     return [math.sqrt(sum(s[k:].square().sum() for s in spectra) / total) for k in ranks]
 
-# %% ../nbs/12_beyond_lora.ipynb #b058
+# %% ../nbs/12_beyond_lora.ipynb #b059
 def _lora_arg(text):
     "'PATH' or 'PATH:WEIGHT' -> (path, weight)."
     path, _, weight = text.rpartition(':')
