@@ -168,4 +168,26 @@ def test_cli_errors_name_the_problem(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode != 0 and 'missing' in res.stderr
     with pytest.raises(SystemExit): main(['frobnicate'])
+    from loranb.beyond import resize_cli
+    report = resize_cli([str(RING), '--rank', '3', '--out', str(tmp_path/'r3')])    # what the loranb-resize entry point runs
+    assert_eq(report.rank, 3); assert (tmp_path/'r3'/LORA_FILE).exists()
     assert_fail(lambda: add_variant(nn.Linear(4, 4), 'lorb'), contains="unknown adapter 'lorb'")
+
+
+@pytest.mark.parametrize('rank', [4, 16])
+def test_lokr_alpha_as_diffusers_reads_it(rank):
+    "diffusers' own LyCORIS LoKr reader (`_bake_lokr_alpha_`) turns our file into the Delta W PEFT computes."
+    conv = pytest.importorskip('diffusers.loaders.lora_conversion_utils')
+    if not hasattr(conv, '_bake_lokr_alpha_'): pytest.skip('this diffusers release has no LyCORIS LoKr reader')
+    from peft import get_peft_model_state_dict
+
+    class Block(nn.Module):
+        def __init__(self): super().__init__(); self.to_q = nn.Linear(64, 128)
+    torch.manual_seed(0)
+    model = add_variant(Block(), 'lokr', r=rank, alpha=3, targets=['to_q'], random=True)
+    sd = to_lycoris(get_peft_model_state_dict(model), rank, alpha=3, prefix='')
+    conv._bake_lokr_alpha_(sd)
+    assert not any(k.endswith('.alpha') for k in sd)
+    w1 = sd['to_q.lokr_w1']
+    w2 = sd['to_q.lokr_w2'] if 'to_q.lokr_w2' in sd else sd['to_q.lokr_w2_a'] @ sd['to_q.lokr_w2_b']
+    assert_close(torch.kron(w1, w2), model.to_q.get_delta_weight('default').detach(), eps=1e-6)
