@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .train import image_grid
+from .models import InputError, writing, atomic_replace, debug_flag, run_cli
+from .data import check_resolution
+from .train import image_grid, check_writable
 
 # %% ../nbs/05_sample.ipynb #c006
 @torch.no_grad()
@@ -78,7 +80,7 @@ def generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, negative_p
             scaled = (x / (sigmas[i] ** 2 + 1) ** 0.5).to(unet.dtype)
             eps = guide(unet(torch.cat([scaled, scaled]), torch.tensor(float(t)), encoder_hidden_states=emb).sample, guidance)
             x = euler_step(x, eps.float(), sigmas[i], sigmas[i + 1])
-    else: raise ValueError(f"sampler '{sampler}' unknown; use ddim or euler")
+    else: raise InputError(f"sampler '{sampler}' unknown", "use ddim or euler")
     if output == 'latent': return x
     images = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
     return to_pil(images)
@@ -108,29 +110,53 @@ def compare_grid(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, scales
     return image_grid(rows, ncols=len(prompts))
 
 # %% ../nbs/05_sample.ipynb #c031
+def _check_sample_args(a):
+    "Raise an InputError for arguments of `loranb-sample` that cannot work, before any model loads."
+    for name, lowest in (('steps', 1), ('n', 1)):
+        if getattr(a, name) < lowest: raise InputError(f"--{name}={getattr(a, name)} must be at least {lowest}", f"use e.g. --{name}={lowest}")
+    if a.resolution is not None: check_resolution(a.resolution)
+    out = Path(a.output)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise InputError(f"--output '{a.output}' has no image file extension", "end it in .png or .jpg")
+    if out.is_dir(): raise InputError(f"--output '{a.output}' is a folder", "give a file name such as out.png")
+    check_writable(out.parent, '--output folder')
+
+def _save_whole(image, path):
+    "Save `image` under a temporary name and rename it: an existing picture is replaced only by a complete one."
+    path = Path(path); tmp = path.with_name('.' + path.name + '.tmp')
+    try:
+        with writing(path, 'the image'):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(tmp, format=Image.registered_extensions()[path.suffix.lower()]); atomic_replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return path
+
 def sample_cli(argv=None):
     "Console command `loranb-sample`."
-    p = argparse.ArgumentParser(prog='loranb-sample', description='Generate images with a LoRA on its base model')
-    p.add_argument('--lora', required=True, help='LoRA folder, file or Hub id')
-    p.add_argument('--prompt', required=True)
-    p.add_argument('--negative_prompt', default='')
-    p.add_argument('--base', help='base model (default: base_model from the LoRA\'s model card)')
-    p.add_argument('--steps', type=int, default=30)
-    p.add_argument('--guidance', type=float, default=7.5)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--scale', type=float, default=1.0, help='LoRA scale: 0 is the base model')
-    p.add_argument('--n', type=int, default=1, help='number of images (a grid when above 1)')
-    p.add_argument('--sampler', choices=['ddim', 'euler'], default='ddim')
-    p.add_argument('--resolution', type=int, default=None, help='image size (default: the UNet\'s native size)')
-    p.add_argument('--output', required=True, help='PNG file to write')
-    a = p.parse_args(argv)
-    from loranb.hub import load_pipeline
-    from loranb.train import image_grid
-    pipe = load_pipeline(a.lora, a.base)
-    size = a.resolution or pipe.unet.config.sample_size * 8
-    with lora_scale(pipe.unet, a.scale), lora_scale(pipe.text_encoder, a.scale):
-        images = generate(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.alphas_cumprod,
-                          [a.prompt] * a.n, a.negative_prompt, a.steps, a.guidance, a.seed, size, size, a.sampler)
-    out = images[0] if a.n == 1 else image_grid(images, ncols=min(a.n, 4))
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True); out.save(a.output)
-    print(f"wrote {a.output} ({a.n} image{'s' if a.n > 1 else ''}, {size}px)")
+    def run(argv):
+        p = argparse.ArgumentParser(prog='loranb-sample', description='Generate images with a LoRA on its base model')
+        p.add_argument('--lora', required=True, help='LoRA folder, file or Hub id')
+        p.add_argument('--prompt', required=True)
+        p.add_argument('--negative_prompt', default='')
+        p.add_argument('--base', help='base model (default: base_model from the LoRA\'s model card)')
+        p.add_argument('--steps', type=int, default=30)
+        p.add_argument('--guidance', type=float, default=7.5)
+        p.add_argument('--seed', type=int, default=0)
+        p.add_argument('--scale', type=float, default=1.0, help='LoRA scale: 0 is the base model')
+        p.add_argument('--n', type=int, default=1, help='number of images (a grid when above 1)')
+        p.add_argument('--sampler', choices=['ddim', 'euler'], default='ddim')
+        p.add_argument('--resolution', type=int, default=None, help='image size (default: the UNet\'s native size)')
+        p.add_argument('--allow_partial', action='store_true', help='use a LoRA even if some of its layers fit no layer of the base model')
+        p.add_argument('--output', required=True, help='image file to write (.png, .jpg)')
+        debug_flag(p)
+        a = p.parse_args(argv)
+        _check_sample_args(a)
+        from loranb.hub import load_pipeline
+        pipe = load_pipeline(a.lora, a.base, strict=not a.allow_partial)
+        size = a.resolution or pipe.unet.config.sample_size * 8
+        with lora_scale(pipe.unet, a.scale), lora_scale(pipe.text_encoder, a.scale):
+            images = generate(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.alphas_cumprod,
+                              [a.prompt] * a.n, a.negative_prompt, a.steps, a.guidance, a.seed, size, size, a.sampler)
+        _save_whole(images[0] if a.n == 1 else image_grid(images, ncols=min(a.n, 4)), a.output)
+        print(f"wrote {a.output} ({a.n} image{'s' if a.n > 1 else ''}, {size}px)")
+    run_cli('loranb-sample', run, argv)

@@ -6,8 +6,8 @@ Docs: https://loranb.github.io/loranb/train.html.md"""
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LR_SCHEDULERS', 'TRACKERS', 'RANGES', 'CHECKPOINT_MANIFEST', 'RESUME_SETTINGS', 'SECRET_FIELDS',
-           'TrainConfig', 'config_parser', 'parse_config', 'resolve_precision', 'check_config', 'diffusion_loss',
-           'autocast', 'vae_dtype', 'grad_norm', 'optimizer_step', 'EpochSampler', 'resume_settings',
+           'TrainConfig', 'config_parser', 'parse_config', 'resolve_precision', 'check_writable', 'check_config',
+           'diffusion_loss', 'autocast', 'vae_dtype', 'grad_norm', 'optimizer_step', 'EpochSampler', 'resume_settings',
            'list_checkpoints', 'save_checkpoint', 'load_lora_into', 'checkpoint_problem', 'check_resumable',
            'resume_point', 'public_config', 'sample_images', 'image_grid', 'write_model_card', 'LossPlot',
            'set_adapters_enabled', 'reg_batch', 'TrainResult', 'train', 'push_to_hub', 'main']
@@ -168,15 +168,16 @@ def _check_trackers(report_to):
             raise InputError(f"--report_to={report_to} needs the {name} package, which is not installed",
                              f"pip install {TRACKERS[name]}, or use --report_to=none") from e
 
-def _check_writable(folder):
+def check_writable(folder,               # a folder that will be written, which may not exist yet
+                   flag='--output_dir'):  # the flag that names it, for the message
     "Raise unless `folder` can be created and written, without creating it: probe its nearest existing parent."
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"output_dir '{folder}' is a file", "choose a folder (another --output_dir)")
-    probe_in = next(p for p in [folder, *folder.parents] if p.exists())
+        raise InputError(f"{flag} '{folder}' is a file, not a folder", f"choose another {flag}")
+    probe_in = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
     try: os.rmdir(tempfile.mkdtemp(prefix='.loranb-write-test-', dir=probe_in))
     except OSError as e:
-        raise InputError(f"output_dir '{folder}' cannot be written ({e.strerror} in '{probe_in}')", "choose another --output_dir") from e
+        raise InputError(f"{flag} '{folder}' cannot be written ({e.strerror} in '{probe_in}')", f"choose another {flag}") from e
 
 def check_config(c):
     "Raise a clear error for settings that cannot work, before any model or data is loaded; return the precision."
@@ -199,7 +200,7 @@ def check_config(c):
         except ImportError: raise InputError("use_8bit_adam needs bitsandbytes and a CUDA GPU", "pip install bitsandbytes, or drop --use_8bit_adam")
         if not torch.cuda.is_available(): raise InputError("use_8bit_adam needs a CUDA GPU", "drop --use_8bit_adam on a CPU")
     _check_trackers(c.report_to)
-    _check_writable(c.output_dir)
+    check_writable(c.output_dir)
     return resolve_precision(c.mixed_precision)
 
 # %% ../nbs/04_train.ipynb #c016
