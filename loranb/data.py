@@ -362,15 +362,16 @@ def build_cache(data,           # a CaptionedImages without cache
     unique = sorted({c for opts in data.captions for c in opts})   # every distinct caption once
     on_disk = folder is not None and not in_memory
     index = _open_index(folder, dict(rows=len(data), flips=flips, captions=len(unique), shards=len(shards))) if on_disk else None
-    for n, shard in enumerate(tqdm(shards, desc='caching latents', disable=not progress)):
-        path = Path(folder)/f'latents-{n:05d}.safetensors' if on_disk else None
-        tensors = _verified_load(path, index) if on_disk else None
-        if tensors is None:
-            tensors = {}
-            for b in range(0, len(shard), batch_size): tensors.update(_encode_rows(data, shard[b:b+batch_size], flips, vae))
-            if on_disk: _save_shard(tensors, path, index, need=_nbytes(tensors) * (len(shards) - n))
-        for i in shard:
-            for flip in flips: cache.mean[(i, flip)], cache.std[(i, flip)] = tensors[f'{i}.{int(flip)}.mean'], tensors[f'{i}.{int(flip)}.std']
+    with tqdm(shards, desc='caching latents', disable=not progress) as bar:   # closed on an error too
+        for n, shard in enumerate(bar):
+            path = Path(folder)/f'latents-{n:05d}.safetensors' if on_disk else None
+            tensors = _verified_load(path, index) if on_disk else None
+            if tensors is None:
+                tensors = {}
+                for b in range(0, len(shard), batch_size): tensors.update(_encode_rows(data, shard[b:b+batch_size], flips, vae))
+                if on_disk: _save_shard(tensors, path, index, need=_nbytes(tensors) * (len(shards) - n))
+            for i in shard:
+                for flip in flips: cache.mean[(i, flip)], cache.std[(i, flip)] = tensors[f'{i}.{int(flip)}.mean'], tensors[f'{i}.{int(flip)}.std']
     pos = {c: k for k, c in enumerate(unique)}
     cache.caption_ix = [[pos[c] for c in opts] for opts in data.captions]
     text_path = Path(folder)/'text.safetensors' if on_disk else None

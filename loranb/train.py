@@ -190,7 +190,8 @@ def check_config(c):
     _check_ranges(c)
     check_resolution(c.resolution)
     check_source(c.dataset_name, c.train_data_dir)
-    if c.reg_data_dir: check_source(train_data_dir=c.reg_data_dir)
+    if c.reg_data_dir and not Path(c.reg_data_dir).expanduser().is_dir():
+        raise InputError(f"reg_data_dir '{c.reg_data_dir}' does not exist" + (' as a folder' if Path(c.reg_data_dir).exists() else ''), "check the path")
     resolve_model(c.pretrained_model_name_or_path, build=False)   # a local model folder must exist and hold the five parts
     if c.resume_from_checkpoint and c.resume_from_checkpoint != 'latest' and not Path(c.resume_from_checkpoint).is_dir() \
             and not (Path(c.output_dir)/c.resume_from_checkpoint).is_dir():
@@ -289,15 +290,17 @@ def save_checkpoint(output_dir, step, unet, text_encoder, optimizer, lr_schedule
     "Write `checkpoint-<step>` whole (temporary name, checksums, fsync, rename) and prune old ones beyond `total_limit`."
     final = Path(output_dir)/f'checkpoint-{step}'
     tmp = Path(output_dir)/f'.checkpoint-{step}.tmp'
-    with writing(final, 'the checkpoint'):
-        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        write_lora(tmp, unet, text_encoder)
-        torch.save(dict(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict(), scaler=scaler.state_dict(),
-                        rng=_rng_states(generator), epoch=epoch, batches_done=batches_done, global_step=step, losses=list(losses)),
-                   tmp/'training_state.pt')
-        files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-        (tmp/CHECKPOINT_MANIFEST).write_text(json.dumps(dict(step=step, settings=settings or {}, files=files), indent=1))
-        shutil.rmtree(final, ignore_errors=True); atomic_replace(tmp, final)
+    try:
+        with writing(final, 'the checkpoint'):
+            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+            write_lora(tmp, unet, text_encoder)
+            torch.save(dict(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict(), scaler=scaler.state_dict(),
+                            rng=_rng_states(generator), epoch=epoch, batches_done=batches_done, global_step=step, losses=list(losses)),
+                       tmp/'training_state.pt')
+            files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+            (tmp/CHECKPOINT_MANIFEST).write_text(json.dumps(dict(step=step, settings=settings or {}, files=files), indent=1))
+            shutil.rmtree(final, ignore_errors=True); atomic_replace(tmp, final)
+    finally: shutil.rmtree(tmp, ignore_errors=True)   # a failed write leaves no half folder behind
     if total_limit is not None:
         for old in list_checkpoints(output_dir)[:-total_limit]: shutil.rmtree(old)
     return final
@@ -617,51 +620,53 @@ def train(c:TrainConfig, progress=True):
         return path
 
     # 5. the epochs
-    for epoch in range(first_epoch, epochs):
-        for m in modules: m.train()
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        batches.set_epoch(epoch)   # accelerate's loader passes it on to the sampler, at each new iteration
-        done, skip = skip, 0
-        for batch in batches:
-            with accelerator.accumulate(*modules):
-                latents, text = encode_batch(batch, parts.vae, te_live if c.train_text_encoder else parts.text_encoder, generator, device)
-                if c.train_text_encoder:
-                    with autocast(device, precision): text = modules[1](batch['input_ids'].to(device))[0]
-                loss = diffusion_loss(modules[0], latents, text, alpha_bars, generator, c, precision)
-                if reg is not None:
-                    rl, rt = encode_batch(reg_batch(reg, step, c.train_batch_size, c.seed, accelerator.process_index),
-                                          parts.vae, parts.text_encoder, generator, device)
-                    loss = loss + c.reg_weight * diffusion_loss(modules[0], rl, rt, alpha_bars, generator, c, precision)
-                accelerator.backward(scaler.scale(loss))
-                if accelerator.sync_gradients:
-                    mean_loss = accelerator.gather(loss.detach()[None]).mean()   # every process decides alike
-                    norm = optimizer_step(mean_loss, params, optimizer, lr_scheduler, scaler, c.max_grad_norm)
-                    if norm is not None: max_clipped = torch.maximum(max_clipped, grad_norm(params))   # no sync: read once at the end
-                optimizer.zero_grad(set_to_none=True)
-            done += 1
-            if not accelerator.sync_gradients: continue
-            loss_value = mean_loss.item()
-            if norm is None:   # nothing was stepped: the weights are as they were
-                bad_in_a_row += 1
-                accelerator.print(f"step {step+1}: non-finite loss or gradient (loss {loss_value}); step skipped ({bad_in_a_row} in a row)")
-                if bad_in_a_row >= c.max_nonfinite_steps:
-                    last = list_checkpoints(out)
-                    raise RunError(f"{bad_in_a_row} non-finite steps in a row at step {step+1}: stopping; none of them changed the "
-                                   f"LoRA, and {f'the last checkpoint, {last[-1]}, is intact' if last else 'no checkpoint was written yet'}",
-                                   _nonfinite_advice(precision, lr))
-                continue
-            bad_in_a_row = 0
-            step += 1; losses.append((step, loss_value))
-            bar.update(1); bar.set_postfix(loss=f'{loss_value:.4f}', lr=f'{lr_scheduler.get_last_lr()[0]:.2e}'); live.update(losses)
-            accelerator.log({'loss': loss_value, 'lr': lr_scheduler.get_last_lr()[0], 'grad_norm': float(norm)}, step=step)
-            if main and c.checkpointing_steps and step % c.checkpointing_steps == 0:
-                save_checkpoint(out, step, unwrapped[0], unwrapped[1] if c.train_text_encoder else None, optimizer, lr_scheduler,
-                                scaler, generator, epoch, done, c.checkpoints_total_limit, resume_settings(c), losses)
-            if c.validation_steps and step % c.validation_steps == 0: validate(f'step-{step}')
+    try:
+        for epoch in range(first_epoch, epochs):
+            for m in modules: m.train()
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            batches.set_epoch(epoch)   # accelerate's loader passes it on to the sampler, at each new iteration
+            done, skip = skip, 0
+            for batch in batches:
+                with accelerator.accumulate(*modules):
+                    latents, text = encode_batch(batch, parts.vae, te_live if c.train_text_encoder else parts.text_encoder, generator, device)
+                    if c.train_text_encoder:
+                        with autocast(device, precision): text = modules[1](batch['input_ids'].to(device))[0]
+                    loss = diffusion_loss(modules[0], latents, text, alpha_bars, generator, c, precision)
+                    if reg is not None:
+                        rl, rt = encode_batch(reg_batch(reg, step, c.train_batch_size, c.seed, accelerator.process_index),
+                                              parts.vae, parts.text_encoder, generator, device)
+                        loss = loss + c.reg_weight * diffusion_loss(modules[0], rl, rt, alpha_bars, generator, c, precision)
+                    accelerator.backward(scaler.scale(loss))
+                    if accelerator.sync_gradients:
+                        mean_loss = accelerator.gather(loss.detach()[None]).mean()   # every process decides alike
+                        norm = optimizer_step(mean_loss, params, optimizer, lr_scheduler, scaler, c.max_grad_norm)
+                        if norm is not None: max_clipped = torch.maximum(max_clipped, grad_norm(params))   # no sync: read once at the end
+                    optimizer.zero_grad(set_to_none=True)
+                done += 1
+                if not accelerator.sync_gradients: continue
+                loss_value = mean_loss.item()
+                if norm is None:   # nothing was stepped: the weights are as they were
+                    bad_in_a_row += 1
+                    accelerator.print(f"step {step+1}: non-finite loss or gradient (loss {loss_value}); step skipped ({bad_in_a_row} in a row)")
+                    if bad_in_a_row >= c.max_nonfinite_steps:
+                        last = list_checkpoints(out)
+                        raise RunError(f"{bad_in_a_row} non-finite steps in a row at step {step+1}: stopping; none of them changed the "
+                                       f"LoRA, and {f'the last checkpoint, {last[-1]}, is intact' if last else 'no checkpoint was written yet'}",
+                                       _nonfinite_advice(precision, lr))
+                    continue
+                bad_in_a_row = 0
+                step += 1; losses.append((step, loss_value))
+                bar.update(1); bar.set_postfix(loss=f'{loss_value:.4f}', lr=f'{lr_scheduler.get_last_lr()[0]:.2e}'); live.update(losses)
+                accelerator.log({'loss': loss_value, 'lr': lr_scheduler.get_last_lr()[0], 'grad_norm': float(norm)}, step=step)
+                if main and c.checkpointing_steps and step % c.checkpointing_steps == 0:
+                    save_checkpoint(out, step, unwrapped[0], unwrapped[1] if c.train_text_encoder else None, optimizer, lr_scheduler,
+                                    scaler, generator, epoch, done, c.checkpoints_total_limit, resume_settings(c), losses)
+                if c.validation_steps and step % c.validation_steps == 0: validate(f'step-{step}')
+                if step >= max_steps: break
             if step >= max_steps: break
-        if step >= max_steps: break
-        if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: validate(f'step-{step}')
-    bar.close(); live.update(losses, final=True)
+            if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: validate(f'step-{step}')
+    finally: bar.close()   # also on an error: the message then starts on its own line
+    live.update(losses, final=True)
 
     # 6. outputs
     accelerator.wait_for_everyone()
