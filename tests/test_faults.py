@@ -166,7 +166,7 @@ def test_tracker_not_installed(env, tmp_path, report_to, package):
     shim = tmp_path/"shim"/package; shim.mkdir(parents=True)
     (shim/"__init__.py").write_text(f"raise ImportError(\"No module named '{package}'\")\n")
     res = cli("loranb-train", f"--pretrained_model_name_or_path={env['model']}", f"--train_data_dir={env['shapes']}",
-              f"--output_dir={tmp_path/'o'}", f"--report_to={report_to}", env={"PYTHONPATH": str(tmp_path/"shim")})
+              f"--output_dir={tmp_path/'o'}", f"--report_to={report_to}", env={"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path/"shim"), os.environ.get("PYTHONPATH")]))})
     error_line(res, 2, f"--report_to={report_to} needs the {package} package", f"pip install {package}")
     assert not (tmp_path/"o").exists()
 
