@@ -187,6 +187,10 @@ def check_config(c):
     if c.report_to not in (*TRACKERS, 'all', 'none'): raise InputError(f"report_to '{c.report_to}' unknown", f"use {', '.join(TRACKERS)}, all or none")
     if c.prediction_type not in (None, 'epsilon', 'v_prediction'): raise InputError(f"prediction_type '{c.prediction_type}' unknown", "use epsilon or v_prediction")
     if c.cache_latents not in ('auto', 'on', 'off', 'memory'): raise InputError(f"cache_latents '{c.cache_latents}' unknown", "use auto, on, off or memory")
+    if c.train_text_encoder and c.cache_latents == 'on':
+        raise InputError("--cache_latents=on cannot cache text embeddings while --train_text_encoder trains them", "use --cache_latents=auto")
+    if not [t for t in c.lora_target_modules.split(',') if t.strip()]:
+        raise InputError(f"--lora_target_modules='{c.lora_target_modules}' names no module", f"use e.g. the default, {','.join(UNET_ATTENTION)}")
     _check_ranges(c)
     check_resolution(c.resolution)
     check_source(c.dataset_name, c.train_data_dir)
@@ -528,8 +532,6 @@ def train(c:TrainConfig, progress=True):
             load_parts(c.pretrained_model_name_or_path, revision=c.revision)   # raises loranb's clear error about the model
             raise
     ds = DataSettings(**{f.name: getattr(c, f.name) for f in fields(DataSettings)})
-    if c.train_text_encoder and ds.cache_latents == 'on':
-        raise InputError("cache_latents=on cannot cache text embeddings while --train_text_encoder trains them", "use --cache_latents=auto")
     if c.train_text_encoder: ds.cache_latents = 'off'
     data = build_dataset(ds, tokenizer)
     reg_settings = dataclasses.replace(ds, dataset_name=None, train_data_dir=c.reg_data_dir, max_train_samples=None) if c.reg_data_dir else None
