@@ -478,7 +478,7 @@ def _nonfinite_advice(precision, lr):
     "What to do when a run keeps producing non-finite losses, for its precision."
     if precision == 'fp16': return f"fp16 overflows easily: use --mixed_precision=bf16 (where the GPU has it) or no, or lower --learning_rate (now {lr:g})"
     if precision == 'bf16': return f"lower --learning_rate (now {lr:g}), or use --mixed_precision=no"
-    return f"the run is in fp32, so the cause is the data or the settings: lower --learning_rate (now {lr:g}), check the images, or resume from the last checkpoint"
+    return f"the run is in fp32, so the cause is the data or the settings: lower --learning_rate (now {lr:g}), or check the images"
 
 def _log_images(accelerator, images, step, prompt):
     "Send validation images to every active tracker."
