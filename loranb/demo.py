@@ -12,8 +12,8 @@ import argparse, json, time
 from pathlib import Path
 import torch
 
-from .models import WORLD, load_parts
-from .train import TrainConfig, train
+from .models import WORLD, load_parts, InputError, debug_flag, run_cli
+from .train import TrainConfig, train, check_writable
 from .sample import image_grid, adherence
 from .world import make_world_folder, world_specs, caption, BASE_SHAPES, NEW_SHAPE
 
@@ -76,9 +76,14 @@ def run_demo(output_dir='loranb-demo', steps=400, seed=0, progress=True):
 # %% ../nbs/10_demo.ipynb #c009
 def main(argv=None):
     "Console command `loranb-demo [--output_dir DIR] [--steps N]`."
-    p = argparse.ArgumentParser(prog='loranb-demo', description=run_demo.__doc__)
-    p.add_argument('--output_dir', default='loranb-demo', help='where to write the results (default: loranb-demo)')
-    p.add_argument('--steps', type=int, default=400, help='LoRA training steps (default: 400)')
-    p.add_argument('--seed', type=int, default=0, help='seed (default: 0)')
-    a = p.parse_args(argv)
-    run_demo(a.output_dir, a.steps, a.seed)
+    def run(argv):
+        p = argparse.ArgumentParser(prog='loranb-demo', description=run_demo.__doc__)
+        p.add_argument('--output_dir', default='loranb-demo', help='where to write the results (default: loranb-demo)')
+        p.add_argument('--steps', type=int, default=400, help='LoRA training steps (default: 400)')
+        p.add_argument('--seed', type=int, default=0, help='seed (default: 0)')
+        debug_flag(p)
+        a = p.parse_args(argv)
+        if a.steps < 1: raise InputError(f"--steps={a.steps} must be at least 1", f"use e.g. the default, --steps={p.get_default('steps')}")
+        check_writable(a.output_dir)
+        run_demo(a.output_dir, a.steps, a.seed)
+    run_cli('loranb-demo', run, argv)

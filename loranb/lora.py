@@ -6,12 +6,14 @@ Docs: https://loranb.github.io/loranb/lora.html.md"""
 
 # %% auto #0
 __all__ = ['UNET_ATTENTION', 'UNET_FEED_FORWARD', 'UNET_PROJ', 'TEXT_ATTENTION', 'LORA_FILE', 'LoRALinear', 'matches',
-           'inject_lora', 'add_lora', 'cast_trainable_to_fp32', 'lora_state_dict', 'save_lora']
+           'inject_lora', 'add_lora', 'cast_trainable_to_fp32', 'lora_state_dict', 'write_lora', 'save_lora']
 
 # %% ../nbs/04_lora.ipynb #c003
 from pathlib import Path
 import torch
 from torch import nn
+
+from .models import InputError, RunError, writing, atomic_replace
 
 # %% ../nbs/04_lora.ipynb #c006
 class LoRALinear(nn.Module):
@@ -62,7 +64,7 @@ def inject_lora(model, targets=UNET_ATTENTION, r=4, alpha=None, dropout=0.0):
     "Freeze `model` and wrap every nn.Linear whose name matches `targets` in a `LoRALinear`; return the wrapped names."
     model.requires_grad_(False)
     names = [n for n, m in model.named_modules() if matches(n, targets) and isinstance(m, nn.Linear)]
-    if not names: raise ValueError(f"no nn.Linear module matches {targets}; module names look like: "
+    if not names: raise InputError(f"no nn.Linear module matches {targets}; module names look like: "
                                    f"{', '.join(n for n, _ in list(model.named_modules())[1:6])}")
     for name in names:
         parent, _, child = name.rpartition('.')
@@ -116,13 +118,32 @@ def _adapter_metadata(model):
     cfg['target_modules'] = sorted(cfg['target_modules'])
     return cfg
 
-def save_lora(folder, unet, text_encoder=None):
-    "Save the LoRA of `unet` (and `text_encoder`) to `folder`/pytorch_lora_weights.safetensors, diffusers format."
+def _check_finite(layers, part):
+    "Refuse to save LoRA weights that hold NaN or inf: such a file would break every image made with it."
+    bad = [k for k, v in layers.items() if not torch.isfinite(v).all()]
+    if bad: raise RunError(f"the {part} LoRA holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); nothing was saved",
+                           "lower the learning rate, or resume from an earlier checkpoint")
+    return layers
+
+def write_lora(folder, unet, text_encoder=None):
+    "Write the LoRA of `unet` (and `text_encoder`) into `folder` in diffusers' format, refusing non-finite weights."
     from diffusers import StableDiffusionPipeline
+    unet_layers = _check_finite(lora_state_dict(unet), 'UNet')
+    te_layers = _check_finite(lora_state_dict(text_encoder), 'text encoder') if text_encoder is not None else None
     StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=lora_state_dict(unet),
-        text_encoder_lora_layers=lora_state_dict(text_encoder) if text_encoder is not None else None,
+        folder, unet_lora_layers=unet_layers, text_encoder_lora_layers=te_layers,
         unet_lora_adapter_metadata=_adapter_metadata(unet),
         text_encoder_lora_adapter_metadata=_adapter_metadata(text_encoder) if text_encoder is not None else None,
         safe_serialization=True)
     return Path(folder)/LORA_FILE
+
+def save_lora(folder, unet, text_encoder=None):
+    "Save the LoRA of `unet` (and `text_encoder`) to `folder`/pytorch_lora_weights.safetensors, whole or not at all."
+    import shutil
+    final = Path(folder)/LORA_FILE; tmp = Path(folder)/'.lora.tmp'   # written whole, then renamed: never half a file
+    try:
+        with writing(final, 'the LoRA file'):
+            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+            atomic_replace(write_lora(tmp, unet, text_encoder), final)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return final

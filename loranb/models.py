@@ -8,12 +8,14 @@ Docs: https://loranb.github.io/loranb/models.html.md"""
 __all__ = ['SD1_SCHEDULE', 'TINY', 'PARTS_HELP', 'WORLD', 'COLOURS', 'SHAPES', 'sd1_unet_config', 'sd1_vae_config',
            'sd1_text_config', 'count_params', 'sd1_random', 'cache_root', 'tiny_model_path', 'SDParts',
            'world_model_path', 'resolve_model', 'load_parts', 'tiny_unet_config', 'tiny_vae_config', 'tiny_text_config',
-           'make_tiny_model', 'tiny_model_cli', 'bytes_to_unicode', 'learn_bpe', 'save_clip_tokenizer',
-           'default_captions', 'hub_online', 'offline_unless_reachable']
+           'make_tiny_model', 'tiny_model_cli', 'explain', 'debug_flag', 'run_cli', 'reading', 'writing', 'fsync_path',
+           'atomic_replace', 'file_sha256', 'bytes_to_unicode', 'learn_bpe', 'save_clip_tokenizer', 'default_captions',
+           'hub_online', 'offline_unless_reachable', 'LoranbError', 'InputError', 'RunError', 'short_error']
 
 # %% ../nbs/00_models.ipynb #c003
-import argparse, json, os, re
+import argparse, errno, hashlib, json, os, re, sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,23 +98,24 @@ def world_model_path():
     "The tiny-world base model that ships inside the package (trained in the tiny-world lesson)."
     return Path(__file__).parent/'world_model'
 
-def resolve_model(name): # a Hub id, a local folder, 'loranb:tiny' or 'loranb:world'
+def resolve_model(name,        # a Hub id, a local folder, 'loranb:tiny' or 'loranb:world'
+                  build=True): # build the tiny model if it is not cached yet (False: only check the name)
     "Turn a model name into what `from_pretrained` takes, with clear errors for missing local folders."
     name = str(name)
-    if name == TINY: return str(tiny_model_path())
+    if name == TINY: return str(tiny_model_path()) if build else name
     if name == WORLD:
         if not (world_model_path()/'model_index.json').exists():
-            raise FileNotFoundError(f"the tiny-world model is not in this installation ({world_model_path()}); "
-                                    "build it with `loranb-world-model OUT_DIR` and pass that folder")
+            raise InputError(f"the tiny-world model is not in this installation ({world_model_path()})",
+                             "build it with `loranb-world-model OUT_DIR` and pass that folder")
         return str(world_model_path())
     path = Path(name).expanduser()
     if path.exists():
         missing = [sub for sub in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler') if not (path/sub).is_dir()]
-        if missing: raise FileNotFoundError(f"model folder '{name}' lacks {', '.join(missing)}: expected {PARTS_HELP}")
+        if missing: raise InputError(f"model folder '{name}' lacks {', '.join(missing)}", f"pass {PARTS_HELP}")
         return str(path)
     if _looks_like_path(name):
-        raise FileNotFoundError(f"model folder '{name}' does not exist: pass {PARTS_HELP}, "
-                                f"a Hub id such as 'CompVis/stable-diffusion-v1-4', or '{TINY}'")
+        raise InputError(f"model folder '{name}' does not exist",
+                         f"pass {PARTS_HELP}, a Hub id such as 'CompVis/stable-diffusion-v1-4', or '{TINY}'")
     return name
 
 # %% ../nbs/00_models.ipynb #c037
@@ -132,11 +135,15 @@ def load_parts(name,            # Hub id ('CompVis/stable-diffusion-v1-4'), loca
         vae = AutoencoderKL.from_pretrained(src, subfolder='vae', variant=variant, torch_dtype=dtype, **hub)
         unet = UNet2DConditionModel.from_pretrained(src, subfolder='unet', variant=variant, torch_dtype=dtype, **hub)
         noise_scheduler = DDPMScheduler.from_pretrained(src, subfolder='scheduler', **hub)
-    except OSError as e:
-        if Path(src).exists(): raise
-        raise OSError(f"could not load model '{name}': the Hub cannot be reached or has no such repository, and nothing "
-                      f"is cached{f' in {cache_dir}' if cache_dir else ''}. Check the name, connect and retry (log in with "
-                      f"`huggingface-cli login` if the model is gated), or pass a local folder or '{TINY}'. ({type(e).__name__})") from e
+    except Exception as e:
+        if Path(src).exists():   # a local folder whose files are damaged or incomplete
+            raise RunError(f"model folder '{src}' cannot be loaded: {short_error(e)}",
+                           "re-download or rebuild the model folder") from e
+        if not isinstance(e, OSError): raise
+        raise RunError(f"could not load model '{name}': the Hub cannot be reached or has no such repository, and nothing "
+                       f"is cached{f' in {cache_dir}' if cache_dir else ''} ({type(e).__name__})",
+                       f"check the name, connect and retry (log in with `huggingface-cli login` if the model is gated), "
+                       f"or pass a local folder or '{TINY}'") from e
     if device is not None:
         for m in (text_encoder, vae, unet): m.to(device)
     return SDParts(tokenizer, text_encoder, vae, unet, noise_scheduler, source=str(name))
@@ -182,11 +189,108 @@ def make_tiny_model(out_dir,      # folder to write, in diffusers layout
 # %% ../nbs/00_models.ipynb #c027
 def tiny_model_cli(argv=None):
     "Console command `loranb-tiny-model OUT_DIR [--seed N]`."
-    p = argparse.ArgumentParser(prog='loranb-tiny-model', description=make_tiny_model.__doc__)
-    p.add_argument('out_dir', help='folder to write the model to')
-    p.add_argument('--seed', type=int, default=0, help='seed for the weights (default 0)')
-    args = p.parse_args(argv)
-    print(f"tiny SD v1 model written to {make_tiny_model(args.out_dir, seed=args.seed)}")
+    def run(argv):
+        p = argparse.ArgumentParser(prog='loranb-tiny-model', description=make_tiny_model.__doc__)
+        p.add_argument('out_dir', help='folder to write the model to')
+        p.add_argument('--seed', type=int, default=0, help='seed for the weights (default 0)')
+        debug_flag(p)
+        args = p.parse_args(argv)
+        with writing(args.out_dir, 'the tiny model'): out = make_tiny_model(args.out_dir, seed=args.seed)
+        print(f"tiny SD v1 model written to {out}")
+    run_cli('loranb-tiny-model', run, argv)
+
+# %% ../nbs/00_models.ipynb #c052
+_NO_SPACE = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR)
+
+def _errno_of(e):
+    "The OS error number behind `e`, also when a library (safetensors) reports it only in its message."
+    if getattr(e, 'errno', None): return e.errno
+    m = re.search(r'os error (\d+)', str(e))
+    return int(m.group(1)) if m else None
+
+def explain(e):
+    "The exit code and the one-paragraph message for an exception that reached a console command."
+    if isinstance(e, LoranbError): return e.exit_code, str(e)
+    code, where = _errno_of(e), getattr(e, 'filename', None)
+    if code in _NO_SPACE: return 1, f"no space left on the device writing '{where or 'a file'}' — free space there, or write elsewhere"
+    if code in _NOT_WRITABLE: return 1, f"cannot write '{where or 'a file'}' ({os.strerror(code)}) — choose a writable folder"
+    if isinstance(e, FileNotFoundError): return 2, f"'{where}' does not exist — check the path"
+    if type(e).__name__ == 'SafetensorError':
+        return 1, f"a safetensors file is damaged or is not one ({short_error(e)}) — re-download or rebuild it"
+    return 1, f"unexpected error in loranb ({short_error(e)}) — rerun with --debug to see where it happened, and report it"
+
+def debug_flag(parser):
+    "Add `--debug` to a console command's parser (`run_cli` reads it), so that `--help` lists it."
+    parser.add_argument('--debug', action='store_true', help='show the full traceback of an error (or set LORANB_DEBUG=1)')
+    return parser
+
+def run_cli(prog,       # the command's name, e.g. 'loranb-train'
+            run,        # the command's work: a function of the argument list
+            argv=None): # the arguments (default: the command line)
+    "Run a console command: errors become `prog: error: …` on stderr and exit code 2 (input) or 1 (run time)."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv or os.environ.get('LORANB_DEBUG', '') not in ('', '0')
+    try: return run([a for a in argv if a != '--debug'])
+    except KeyboardInterrupt:
+        if debug: raise
+        print(f"{prog}: interrupted", file=sys.stderr); sys.exit(130)
+    except Exception as e:
+        if debug: raise
+        code, message = explain(e)
+        print(f"{prog}: error: {message}", file=sys.stderr); sys.exit(code)
+
+# %% ../nbs/00_models.ipynb #c055
+@contextmanager
+def reading(path,                   # the user's file or folder
+            what='file',            # what it is, for the message: 'LoRA file', 'checkpoint'
+            fix='re-download or rebuild it'): # what to do when it is damaged
+    "Within the block, a failure to read `path` becomes an `InputError` (missing) or `RunError` (damaged) naming it."
+    try: yield
+    except LoranbError: raise
+    except FileNotFoundError as e: raise InputError(f"{what} '{path}' does not exist", "check the path") from e
+    except Exception as e: raise RunError(f"{what} '{path}' cannot be read ({short_error(e)})", fix) from e
+
+@contextmanager
+def writing(path,                   # the file or folder being written
+            what='file',            # what it is, for the message
+            need=None,              # bytes it needs, when known: the message says so on a full disk
+            fix=None):              # what to do, if more specific than "free space" or "choose a writable folder"
+    "Within the block, a failure to write becomes a `RunError` that names `path`, never a temporary file."
+    try: yield
+    except LoranbError: raise
+    except Exception as e:
+        code = _errno_of(e)
+        if code in _NO_SPACE:
+            size = f"; it needs about {max(need/2**20, 0.1):,.1f} MB more" if need else ''
+            raise RunError(f"the disk is full: cannot write {what} '{path}'{size}",
+                           fix or "free space there, or choose a folder on another disk") from e
+        if code in _NOT_WRITABLE or isinstance(e, OSError):
+            raise RunError(f"cannot write {what} '{path}' ({os.strerror(code) if code else short_error(e)})",
+                           fix or "choose a writable folder") from e
+        raise
+
+def fsync_path(path):
+    "Flush a file's data, or a folder's list of entries, to the disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def atomic_replace(tmp,    # a finished file or folder under a temporary name
+                   final): # its real name, replaced if it exists
+    "fsync `tmp` (every file in it, and itself), rename it to `final`, and fsync the parent folder."
+    tmp, final = Path(tmp), Path(final)
+    for f in ([p for p in tmp.rglob('*') if p.is_file()] + [tmp] if tmp.is_dir() else [tmp]): fsync_path(f)
+    os.replace(tmp, final)
+    fsync_path(final.parent)
+    return final
+
+def file_sha256(path):
+    "SHA-256 of a file's bytes, as hex."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()
 
 # %% ../nbs/00_models.ipynb #c006
 def bytes_to_unicode():
@@ -290,3 +394,24 @@ def offline_unless_reachable():
     finally:
         hc.HF_HUB_OFFLINE = saved
         if dc is not None: dc.HF_HUB_OFFLINE = saved_ds
+
+# %% ../nbs/00_models.ipynb #c044a
+class LoranbError(Exception):
+    "An error a person can act on: what was wrong (with the value or file) — what to do."
+    exit_code = 1
+    def __init__(self, what, fix=None):   # `what` names the value or file; `fix` says what to do
+        self.what, self.fix = what, fix
+        super().__init__(f"{what} — {fix}" if fix else what)
+
+class InputError(LoranbError, ValueError):
+    "Bad input: a flag, a path, a file that does not fit. Console commands exit with 2."
+    exit_code = 2
+
+class RunError(LoranbError, RuntimeError):
+    "A failure at run time: a damaged file, a full disk, a diverging run. Console commands exit with 1."
+    exit_code = 1
+
+def short_error(e):
+    "The first line of an exception, with its type: enough to recognise it in a one-line message."
+    first = (str(e).strip().splitlines() or [''])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -79,7 +79,7 @@ def generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, negative_p
             scaled = (x / (sigmas[i] ** 2 + 1) ** 0.5).to(unet.dtype)
             eps = guide(unet(torch.cat([scaled, scaled]), torch.tensor(float(t)), encoder_hidden_states=emb).sample, guidance)
             x = euler_step(x, eps.float(), sigmas[i], sigmas[i + 1])
-    else: raise ValueError(f"sampler '{sampler}' unknown; use ddim or euler")
+    else: raise InputError(f"sampler '{sampler}' unknown", "use ddim or euler")
     if output == 'latent': return x
     images = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
     return to_pil(images)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import learn_bpe, save_clip_tokenizer, default_captions, SD1_SCHEDULE, count_params
+from .models import learn_bpe, save_clip_tokenizer, default_captions, SD1_SCHEDULE, count_params, InputError, writing, debug_flag, run_cli
 from .schedule import make_betas, alpha_bar, add_noise
 from .world import draw, caption, world_specs, PALETTE, BACKGROUNDS, BASE_SHAPES, NEW_SHAPE, SIZES, RES
 
@@ -120,8 +120,14 @@ def build_world_model(out_dir, vae_steps=1200, unet_steps=2200, seed=0, log=prin
 
 def world_model_cli(argv=None):
     "Console command `loranb-world-model OUT_DIR [--seed N] [--vae_steps N] [--unet_steps N]`."
-    p = argparse.ArgumentParser(prog='loranb-world-model', description=build_world_model.__doc__)
-    p.add_argument('out_dir'); p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--vae_steps', type=int, default=1200); p.add_argument('--unet_steps', type=int, default=2200)
-    a = p.parse_args(argv)
-    print(f"wrote {build_world_model(a.out_dir, a.vae_steps, a.unet_steps, a.seed)}")
+    def run(argv):
+        p = argparse.ArgumentParser(prog='loranb-world-model', description=build_world_model.__doc__)
+        p.add_argument('out_dir'); p.add_argument('--seed', type=int, default=0)
+        p.add_argument('--vae_steps', type=int, default=1200); p.add_argument('--unet_steps', type=int, default=2200)
+        debug_flag(p)
+        a = p.parse_args(argv)
+        for name in ('vae_steps', 'unet_steps'):
+            if getattr(a, name) < 1: raise InputError(f"--{name}={getattr(a, name)} must be at least 1", f"use e.g. the default, --{name}={p.get_default(name)}")
+        if Path(a.out_dir).is_file(): raise InputError(f"OUT_DIR '{a.out_dir}' is a file", "give a folder")
+        with writing(a.out_dir, 'the world model'): print(f"wrote {build_world_model(a.out_dir, a.vae_steps, a.unet_steps, a.seed)}")
+    run_cli('loranb-world-model', run, argv)
