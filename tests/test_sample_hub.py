@@ -52,3 +52,17 @@ def test_export_kohya_and_fuse(trained, tmp_path):
     assert (tmp_path/"fused"/"model_index.json").exists()
     res = subprocess.run(["loranb-export", str(trained)], capture_output=True, text=True)
     assert res.returncode == 2 and "nothing to do" in res.stderr
+
+
+def test_saved_lora_carries_only_portable_settings(trained):
+    "Older PEFT releases (Colab's) reject LoraConfig fields they do not know, so the file keeps only those all of them read."
+    import json
+    from safetensors import safe_open
+    from loranb.lora import PORTABLE_LORA_FIELDS
+    with safe_open(str(trained/"pytorch_lora_weights.safetensors"), "pt") as f: meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    fields = {k.split(".", 1)[1] for k in meta}
+    assert fields <= set(PORTABLE_LORA_FIELDS), fields - set(PORTABLE_LORA_FIELDS)
+    assert meta["unet.lora_alpha"] == 8 and meta["unet.r"] == 4 and meta["text_encoder.r"] == 4
+    from loranb.world import rings_lora_path      # the shipped ring LoRA too
+    with safe_open(str(rings_lora_path()/"pytorch_lora_weights.safetensors"), "pt") as f: shipped = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert {k.split(".", 1)[1] for k in shipped} <= set(PORTABLE_LORA_FIELDS)
