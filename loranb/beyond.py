@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .lora import LORA_FILE, UNET_ATTENTION, matches
+from .models import run_cli
 
 # %% ../nbs/12_beyond_lora.ipynb #b008
 def lora_scaling(alpha,          # lora_alpha
@@ -381,14 +382,14 @@ def main(argv=None): # command-line words; default: sys.argv[1:]
 
 def merge_cli(argv=None): # words after `loranb-merge`; default: sys.argv[1:]
     "`loranb-merge A:1 B:0.5 --out C [--rank 8]`: `main` with the command 'merge'."
-    return main(['merge', *(sys.argv[1:] if argv is None else argv)])
+    return run_cli('loranb-merge', lambda words: main(['merge', *words]), argv)
 
 def resize_cli(argv=None): # words after `loranb-resize`
     "`loranb-resize A --rank 4 --out B`: `main` with the command 'resize'."
-    return main(['resize', *(sys.argv[1:] if argv is None else argv)])
+    return run_cli('loranb-resize', lambda words: main(['resize', *words]), argv)
 
 def extract_cli(argv=None): # words after `loranb-extract`
     "`loranb-extract --base M --tuned N --rank 8 --out C`: `main` with the command 'extract'."
-    return main(['extract', *(sys.argv[1:] if argv is None else argv)])
+    return run_cli('loranb-extract', lambda words: main(['extract', *words]), argv)
 
 if __name__ == '__main__' and '__file__' in globals(): main()   # python -m loranb.beyond ...; never inside a notebook
