@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .lora import LORA_FILE, UNET_ATTENTION, matches
-from .models import run_cli
+from .models import run_cli, reading
 
 # %% ../nbs/12_beyond_lora.ipynb #b008
 def lora_scaling(alpha,          # lora_alpha
@@ -189,7 +189,7 @@ _KEY = re.compile(r'^unet\.(.+)\.(?:lora\.(down|up)|lora_(A|B))\.weight$')
 def lora_factors(lora): # a diffusers-format LoRA folder or .safetensors file (as `save_lora` writes it)
     "Every UNet module of a LoRA file as (down, up, weight shape), 2-D, with the scaling folded into up: Delta W = up @ down."
     path = Path(lora)/LORA_FILE if Path(lora).is_dir() else Path(lora)
-    with safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
+    with reading(path, 'LoRA file'), safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
     alpha, rslora = meta.get('unet.lora_alpha'), meta.get('unet.use_rslora', False)
     if meta.get('unet.alpha_pattern'): raise ValueError(f"'{path}' sets a per-layer alpha (alpha_pattern), which this reader does not support")
     parts = {}
@@ -266,7 +266,7 @@ def _card_base(lora):
 def _targets_of(lora):
     "The target_modules a LoRA file records in its metadata."
     path = Path(lora)/LORA_FILE if Path(lora).is_dir() else Path(lora)
-    with safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
+    with reading(path, 'LoRA file'), safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
     found = meta.get('unet.target_modules')
     if not found: raise ValueError(f"'{path}' records no target_modules in its metadata; re-save it with loranb.lora.save_lora")
     return set(found)
