@@ -8,9 +8,10 @@ Docs: https://loranb.github.io/loranb/models.html.md"""
 __all__ = ['SD1_SCHEDULE', 'TINY', 'PARTS_HELP', 'WORLD', 'COLOURS', 'SHAPES', 'sd1_unet_config', 'sd1_vae_config',
            'sd1_text_config', 'count_params', 'sd1_random', 'cache_root', 'tiny_model_path', 'SDParts',
            'world_model_path', 'resolve_model', 'load_parts', 'tiny_unet_config', 'tiny_vae_config', 'tiny_text_config',
-           'make_tiny_model', 'tiny_model_cli', 'explain', 'debug_flag', 'run_cli', 'reading', 'writing', 'fsync_path',
-           'atomic_replace', 'file_sha256', 'bytes_to_unicode', 'learn_bpe', 'save_clip_tokenizer', 'default_captions',
-           'hub_online', 'offline_unless_reachable', 'LoranbError', 'InputError', 'RunError', 'short_error']
+           'make_tiny_model', 'tiny_model_cli', 'LoranbError', 'InputError', 'RunError', 'short_error', 'explain',
+           'debug_flag', 'run_cli', 'reading', 'writing', 'fsync_path', 'atomic_replace', 'file_sha256',
+           'bytes_to_unicode', 'learn_bpe', 'save_clip_tokenizer', 'default_captions', 'hub_online',
+           'offline_unless_reachable']
 
 # %% ../nbs/00_models.ipynb #c003
 import argparse, errno, hashlib, json, os, re, sys
@@ -198,6 +199,27 @@ def tiny_model_cli(argv=None):
         with writing(args.out_dir, 'the tiny model'): out = make_tiny_model(args.out_dir, seed=args.seed)
         print(f"tiny SD v1 model written to {out}")
     run_cli('loranb-tiny-model', run, argv)
+
+# %% ../nbs/00_models.ipynb #c044a
+class LoranbError(Exception):
+    "An error a person can act on: what was wrong (with the value or file) — what to do."
+    exit_code = 1
+    def __init__(self, what, fix=None):   # `what` names the value or file; `fix` says what to do
+        self.what, self.fix = what, fix
+        super().__init__(f"{what} — {fix}" if fix else what)
+
+class InputError(LoranbError, ValueError):
+    "Bad input: a flag, a path, a file that does not fit. Console commands exit with 2."
+    exit_code = 2
+
+class RunError(LoranbError, RuntimeError):
+    "A failure at run time: a damaged file, a full disk, a diverging run. Console commands exit with 1."
+    exit_code = 1
+
+def short_error(e):
+    "The first line of an exception, with its type: enough to recognise it in a one-line message."
+    first = (str(e).strip().splitlines() or [''])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 # %% ../nbs/00_models.ipynb #c052
 _NO_SPACE = (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC))
@@ -394,24 +416,3 @@ def offline_unless_reachable():
     finally:
         hc.HF_HUB_OFFLINE = saved
         if dc is not None: dc.HF_HUB_OFFLINE = saved_ds
-
-# %% ../nbs/00_models.ipynb #c044a
-class LoranbError(Exception):
-    "An error a person can act on: what was wrong (with the value or file) — what to do."
-    exit_code = 1
-    def __init__(self, what, fix=None):   # `what` names the value or file; `fix` says what to do
-        self.what, self.fix = what, fix
-        super().__init__(f"{what} — {fix}" if fix else what)
-
-class InputError(LoranbError, ValueError):
-    "Bad input: a flag, a path, a file that does not fit. Console commands exit with 2."
-    exit_code = 2
-
-class RunError(LoranbError, RuntimeError):
-    "A failure at run time: a damaged file, a full disk, a diverging run. Console commands exit with 1."
-    exit_code = 1
-
-def short_error(e):
-    "The first line of an exception, with its type: enough to recognise it in a one-line message."
-    first = (str(e).strip().splitlines() or [''])[0][:200]
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__

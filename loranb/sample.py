@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .models import InputError
 from .world import caption, score, RES
 
 # %% ../nbs/05_sample.ipynb #c006
