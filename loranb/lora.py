@@ -7,14 +7,19 @@ Docs: https://loranb.github.io/loranb/lora.html.md"""
 # %% auto #0
 __all__ = ['UNET_ATTENTION', 'UNET_FEED_FORWARD', 'UNET_PROJ', 'TEXT_ATTENTION', 'LORA_FILE', 'PORTABLE_LORA_FIELDS',
            'LoRALinear', 'matches', 'inject_lora', 'add_lora', 'cast_trainable_to_fp32', 'lora_state_dict',
-           'write_lora', 'save_lora']
+           'write_lora', 'save_lora', 'encode_world', 'noise_loss', 'train_world', 'world_pipeline', 'drawn_right']
 
 # %% ../nbs/04_lora.ipynb #c003
+import random
 from pathlib import Path
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .models import InputError, RunError, writing, atomic_replace
+from .schedule import add_noise
+from .world import draw, caption, score, RES
 
 # %% ../nbs/04_lora.ipynb #c006
 class LoRALinear(nn.Module):
@@ -153,3 +158,81 @@ def save_lora(folder, unet, text_encoder=None):
             atomic_replace(write_lora(tmp, unet, text_encoder), final)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+# %% ../nbs/04_lora.ipynb #l007
+@torch.no_grad()
+def encode_world(vae,           # the world model's VAE
+                 tokenizer,     # its tokenizer
+                 text_encoder,  # its text encoder
+                 specs,         # pictures as (shape, colour, size, background), e.g. from `world_specs`
+                 seed=0):       # seed of the shapes' small random shifts
+    "Draw `specs` and encode them once: scaled VAE latents and caption embeddings."
+    rng = random.Random(seed)
+    pixels = torch.from_numpy(np.stack([np.asarray(draw(*s, rng=rng), np.float32) for s in specs])).permute(0, 3, 1, 2) / 127.5 - 1
+    latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    ids = tokenizer([caption(*s) for s in specs], padding='max_length', max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors='pt').input_ids
+    return latents, text_encoder(ids)[0]
+
+def noise_loss(unet,        # the UNet, adapted or not
+               data,        # (latents, text embeddings), from `encode_world`
+               alpha_bars,  # the noise schedule's alpha-bar
+               generator):  # torch.Generator for noise and timesteps
+    "The diffusion loss on `data`: noise at random timesteps, MSE between the UNet's predicted noise and the true one."
+    latents, text = data
+    noise = torch.randn(latents.shape, generator=generator)
+    t = torch.randint(0, len(alpha_bars), (len(latents),), generator=generator)
+    return F.mse_loss(unet(add_noise(latents, noise, t, alpha_bars), t, encoder_hidden_states=text).sample, noise)
+
+def train_world(unet,                   # the world UNet (changed in place)
+                data,                   # (latents, text embeddings) to learn
+                reg,                    # (latents, text embeddings) of old pictures to keep, or None
+                alpha_bars,             # the noise schedule's alpha-bar
+                trainable='lora',       # 'lora': add an adapter and train it; 'full': train every weight
+                r=4,                    # LoRA rank
+                alpha=None,             # LoRA alpha (default: r)
+                targets=UNET_ATTENTION, # module names to adapt
+                steps=150,              # optimizer steps
+                lr=3e-3,                # AdamW learning rate
+                batch=16,               # pictures per step from `data`, and as many from `reg`
+                seed=0):                # seed of the adapter's A, the batches, noise and timesteps
+    "The smallest LoRA (or full) fine-tuning loop: MSE on predicted noise, AdamW; return the loss of every step."
+    torch.manual_seed(seed)
+    if trainable == 'lora': add_lora(unet, r, alpha, targets)
+    elif trainable == 'full': unet.requires_grad_(True)
+    else: raise ValueError(f"trainable={trainable!r}; use 'lora' or 'full'")
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer, g, losses = torch.optim.AdamW(params, lr=lr), torch.Generator().manual_seed(seed), []
+    def pick(d):   # a random batch of (latents, text)
+        i = torch.randint(0, len(d[0]), (batch,), generator=g)
+        return d[0][i], d[1][i]
+    unet.train()
+    for step in range(steps):
+        loss = sum(noise_loss(unet, pick(d), alpha_bars, g) for d in (data, reg) if d is not None)
+        loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); optimizer.step(); optimizer.zero_grad()
+        losses.append(loss.item())
+    unet.eval()
+    return losses
+
+# %% ../nbs/04_lora.ipynb #l011
+def world_pipeline(parts): # an `SDParts` of the world model, its UNet adapted or not
+    "diffusers' StableDiffusionPipeline on `parts`, with a DDIM scheduler, quiet."
+    from diffusers import StableDiffusionPipeline, DDIMScheduler
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+                                   scheduler=DDIMScheduler.from_config(parts.noise_scheduler.config),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+def drawn_right(pipe,          # from `world_pipeline`
+                specs,         # pictures to ask for, as (shape, colour, size, background)
+                seeds=(0,),    # one picture per spec and seed
+                scale=1.0,     # LoRA scale (0: the base model)
+                guidance=5.0): # classifier-free guidance scale
+    "Share of the pictures drawn for `specs` that `score` reads as the asked shape and colour; and the pictures."
+    images, right = [], 0
+    for seed in seeds:
+        batch = pipe([caption(*s) for s in specs], num_inference_steps=30, guidance_scale=guidance, height=RES, width=RES,
+                     generator=torch.Generator().manual_seed(seed), cross_attention_kwargs={'scale': scale}).images
+        right += sum(score(im) == (s[0], s[1]) for im, s in zip(batch, specs)); images += batch
+    return right / len(images), images
