@@ -397,6 +397,14 @@ def write_model_card(c, output_dir, samples=None):
                          inference=True)
     settings = '\n'.join(f'| {k} | {v} |' for k, v in public_config(c).items())
     sample_md = f'![samples]({samples})\n' if samples else ''
+    lora, prompt = c.hub_model_id or Path(c.output_dir).name, c.validation_prompt or 'a prompt'
+    by_loranb = (f'from loranb.hub import load_pipeline   # the base model comes from this card\n'
+                 f'pipe = load_pipeline("{lora}")\nimage = pipe("{prompt}", num_inference_steps=30, guidance_scale=7.5).images[0]')
+    usage = by_loranb if str(c.pretrained_model_name_or_path).startswith('loranb:') else (   # diffusers cannot load loranb's own bases
+        f'import torch\nfrom diffusers import StableDiffusionPipeline\n'
+        f'pipe = StableDiffusionPipeline.from_pretrained("{c.pretrained_model_name_or_path}", torch_dtype=torch.float16)\n'
+        f'pipe.load_lora_weights("{lora}")\nimage = pipe("{prompt}", num_inference_steps=30, guidance_scale=7.5).images[0]\n\n'
+        f'# or, with loranb:\n{by_loranb}')
     card = ModelCard(f"""---
 {data.to_yaml()}
 ---
@@ -410,11 +418,7 @@ LoRA weights (rank {c.rank}) fine-tuned from **{c.pretrained_model_name_or_path}
 ## How to use
 
 ```python
-import torch
-from diffusers import StableDiffusionPipeline
-pipe = StableDiffusionPipeline.from_pretrained("{c.pretrained_model_name_or_path}", torch_dtype=torch.float16)
-pipe.load_lora_weights("{c.hub_model_id or Path(c.output_dir).name}")
-image = pipe("{c.validation_prompt or 'a prompt'}", num_inference_steps=30, guidance_scale=7.5).images[0]
+{usage}
 ```
 
 ## Training settings
