@@ -50,14 +50,24 @@ def _kohya_dataset(folder):
     if not pairs: raise InputError(f"no images with same-name .txt captions in '{folder}'", "give each image a caption file, e.g. 0001.png and 0001.txt")
     return Dataset.from_dict({'image': [p for p, _ in pairs], 'text': [c for _, c in pairs]}).cast_column('image', datasets.Image(decode=False))
 
+def _csv_dataset(folder):
+    "A Dataset from `folder`/metadata.csv (a file_name column and caption columns), read the same way on every datasets release."
+    import csv
+    with reading(Path(folder)/'metadata.csv', 'metadata file', 'fix the CSV: a header row with file_name and a caption column'):
+        rows = list(csv.DictReader(open(Path(folder)/'metadata.csv', newline='', encoding='utf-8')))
+    if not rows or 'file_name' not in rows[0]:
+        raise InputError(f"'{Path(folder)/'metadata.csv'}' has no file_name column", "name the image column file_name, as imagefolder does")
+    cols = {k: [r[k] for r in rows] for k in rows[0] if k != 'file_name'}
+    return Dataset.from_dict({'image': [str(Path(folder)/r['file_name']) for r in rows], **cols}).cast_column('image', datasets.Image(decode=False))
+
 def _load_folder(folder):
     "Load a local folder: save_to_disk output, imagefolder with metadata, or kohya .txt captions."
     folder = Path(folder)
     if (folder/'state.json').exists() or (folder/'dataset_dict.json').exists():
         ds = load_from_disk(str(folder))
         return ds['train'] if isinstance(ds, datasets.DatasetDict) else ds
-    if (folder/'metadata.jsonl').exists() or (folder/'metadata.csv').exists():
-        return load_dataset('imagefolder', data_dir=str(folder), split='train')
+    if (folder/'metadata.jsonl').exists(): return load_dataset('imagefolder', data_dir=str(folder), split='train')
+    if (folder/'metadata.csv').exists(): return _csv_dataset(folder)
     if any(folder.rglob('*.txt')): return _kohya_dataset(folder)
     raise InputError(f"'{folder}' has no metadata.jsonl or metadata.csv, no .txt captions and no save_to_disk files",
                      "add captions in one of those layouts")
