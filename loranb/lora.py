@@ -148,14 +148,15 @@ def write_lora(folder, unet, text_encoder=None):
         safe_serialization=True)
     return Path(folder)/LORA_FILE
 
-def save_lora(folder, unet, text_encoder=None):
+def save_lora(folder, unet=None, text_encoder=None,
+              write=None): # write(folder) -> path: another writer than `write_lora` (lesson 06's other adapter kinds)
     "Save the LoRA of `unet` (and `text_encoder`) to `folder`/pytorch_lora_weights.safetensors, whole or not at all."
     import shutil
     final = Path(folder)/LORA_FILE; tmp = Path(folder)/'.lora.tmp'   # written whole, then renamed: never half a file
     try:
         with writing(final, 'the LoRA file'):
             shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-            atomic_replace(write_lora(tmp, unet, text_encoder), final)
+            atomic_replace((write or (lambda f: write_lora(f, unet, text_encoder)))(tmp), final)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return final
 
