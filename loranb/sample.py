@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from .models import InputError
-from .world import caption, score, RES
+from .world import caption, score, RES, STAR
 
 # %% ../nbs/05_sample.ipynb #c006
 @torch.no_grad()
@@ -120,10 +120,10 @@ def compare_grid(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, scales
 # %% ../nbs/05_sample.ipynb #673d09fc
 def adherence(unet, vae, tokenizer, text_encoder, alpha_bars, specs, seeds=(0,), steps=30, guidance=5.0):
     "Share of pictures whose scored (shape, colour) matches the prompt, over `specs` x `seeds`; and the pictures."
-    prompts = [caption(*s) for s in specs]
+    prompts, stars = [caption(*s) for s in specs], any(s[0] == STAR for s in specs)   # stars are read only when asked for
     images, right = [], 0
     for seed in seeds:
         batch = generate(unet, vae, tokenizer, text_encoder, alpha_bars, prompts, steps=steps, guidance=guidance, seed=seed, height=RES, width=RES)
-        right += sum(score(img) == (s[0], s[1]) for img, s in zip(batch, specs))
+        right += sum(score(img, stars=stars) == (s[0], s[1]) for img, s in zip(batch, specs))
         images += batch
     return right / (len(specs) * len(seeds)), images
