@@ -87,6 +87,13 @@ def read_lora(lora):
         sd = load_file(str(path)) if path.suffix == '.safetensors' else torch.load(path, map_location='cpu', weights_only=True)
     return convert_legacy(sd)
 
+def _alpha_of(lora_file, prefix):
+    "lora_alpha stored by diffusers in the file's metadata for `prefix`, or None."
+    from safetensors import safe_open
+    with safe_open(str(lora_file), 'pt') as f: meta = f.metadata() or {}
+    info = json.loads(meta.get('lora_adapter_metadata', '{}'))
+    return info.get(f'{prefix}.lora_alpha')
+
 # %% ../nbs/08_hub.ipynb #c011
 def legacy_example(unet, rank=4, seed=0):
     "A state dict in the legacy attention-processor layout for `unet`, with random weights (for tests and lessons)."
@@ -260,13 +267,6 @@ def add_lycoris(pipe, sd, weight=1.0, name='the file'):
     return sorted(unet)
 
 # %% ../nbs/08_hub.ipynb #c022
-def _alpha_of(lora_file, prefix):
-    "lora_alpha stored by diffusers in the file's metadata for `prefix`, or None."
-    from safetensors import safe_open
-    with safe_open(str(lora_file), 'pt') as f: meta = f.metadata() or {}
-    info = json.loads(meta.get('lora_adapter_metadata', '{}'))
-    return info.get(f'{prefix}.lora_alpha')
-
 def to_kohya(lora):
     "A LoRA folder or file (any layout loranb reads, any adapter kind) as a kohya/A1111 state dict with `.alpha` keys."
     sd, out = read_lora(lora), {}

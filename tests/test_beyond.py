@@ -9,7 +9,9 @@ from torch import nn
 from fastcore.test import test_eq as assert_eq, test_close as assert_close, test_fail as assert_fail
 from safetensors.torch import load_file, save_file
 
-from loranb.beyond import (VARIANTS, LORA_FILE, adapted_weight, add_variant, adapter_params, to_lycoris, apply_lycoris,
+from loranb.train import to_lycoris
+from loranb.hub import apply_lycoris
+from loranb.beyond import (VARIANTS, LORA_FILE, adapted_weight, add_variant, adapter_params,
                            lora_deltas, merge_loras, resize_lora, main)
 from loranb.lora import UNET_ATTENTION, matches
 from loranb.world import rings_lora_path
