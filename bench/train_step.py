@@ -60,7 +60,9 @@ def run(a):
     def step():
         if a.cache == 'on':
             latents = (mean + std * torch.randn(mean.shape, generator=gen).to(device)) * sf
-            emb = text
+            if a.text == 'per_step':   # varied captions (--shuffle_caption, dropouts): the frozen text encoder at each step
+                with torch.no_grad(), autocast(device, mp): emb = te(ids)[0]
+            else: emb = text
         else:             # the reference: encode image and caption at every step
             with torch.no_grad(), autocast(device, mp):
                 latents = vae.encode(pixels.to(vae.dtype)).latent_dist.sample().float() * sf
@@ -80,7 +82,7 @@ def run(a):
     with FlopCounterMode(display=False) as fc: step()
     flops = fc.get_total_flops()
     s = statistics.median(times)
-    res = dict(model=a.model, resolution=a.resolution, batch=a.batch, precision=a.precision, cache=a.cache, optimizer=a.optimizer,
+    res = dict(model=a.model, resolution=a.resolution, batch=a.batch, precision=a.precision, cache=a.cache, text=a.text, optimizer=a.optimizer,
                channels_last=a.channels_last, gradient_checkpointing=a.gradient_checkpointing, steps=a.steps, s_per_step=round(s, 4), images_per_s=round(a.batch / s, 3),
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                flop_per_step=flops, tflop_per_step=round(flops / 1e12, 3), tflops=round(flops / s / 1e12, 3), device=device.type,
@@ -94,7 +96,7 @@ def run(a):
 
 
 def table(rows):
-    cols = ['model', 'resolution', 'batch', 'precision', 'cache', 'channels_last', 'gradient_checkpointing', 's_per_step', 'images_per_s', 'peak_rss_gib', 'tflops']
+    cols = ['model', 'resolution', 'batch', 'precision', 'cache', 'text', 'channels_last', 'gradient_checkpointing', 's_per_step', 'images_per_s', 'peak_rss_gib', 'tflops']
     cols += [c for c in ('peak_cuda_gib', 'mfu') if any(c in r for r in rows)]
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     lines += ['| ' + ' | '.join(str(r.get(c, '')) for c in cols) + ' |' for r in rows]
@@ -108,6 +110,8 @@ def main():
     p.add_argument('--batch', type=int, default=1)
     p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16'], default='fp32')
     p.add_argument('--cache', choices=['on', 'off'], default='on')
+    p.add_argument('--text', choices=['cached', 'per_step'], default='cached',
+                   help='with --cache on: text embeddings from the cache, or the text encoder at each step (varied captions)')
     p.add_argument('--channels_last', action='store_true')
     p.add_argument('--gradient_checkpointing', action='store_true')
     p.add_argument('--optimizer', choices=['adamw', 'adamw8bit'], default='adamw', help='adamw8bit needs bitsandbytes and CUDA')

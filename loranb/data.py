@@ -6,13 +6,14 @@ Docs: https://loranb.github.io/loranb/data.html.md"""
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'INTERPOLATIONS', 'make_shapes_folder', 'check_source', 'load_captioned', 'to_rgb', 'open_image',
-           'ScanReport', 'scan_images', 'check_resolution', 'crop_box', 'transform_image', 'sample_rng',
-           'caption_options', 'count_truncated', 'tokenize', 'CaptionedImages', 'encode_batch', 'LatentCache',
-           'cache_key', 'build_cache', 'DataSettings', 'cache_exact', 'build_dataset', 'cache_dataset',
+           'ScanReport', 'scan_images', 'check_resolution', 'crop_box', 'transform_image', 'bucket_resolutions',
+           'nearest_bucket', 'bucket_histogram', 'format_histogram', 'sample_rng', 'caption_options', 'count_truncated',
+           'augment_caption', 'tokenize', 'CaptionedImages', 'encode_batch', 'LatentCache', 'cache_key', 'build_cache',
+           'DataSettings', 'cache_exact', 'transform_fits', 'caption_augment', 'build_dataset', 'cache_dataset',
            'make_messy_folder']
 
 # %% ../nbs/02_data.ipynb #c003
-import hashlib, io, json, math, os, random, warnings
+import copy, hashlib, io, json, math, os, random, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,31 +184,59 @@ def check_resolution(resolution):
     return resolution
 
 def crop_box(size, resolution, center_crop=True, rng=None):
-    "Left, top, right, bottom of a `resolution` square inside an image of `size` (w, h): centred or random."
-    w, h = size
-    if center_crop: left, top = (w - resolution)//2, (h - resolution)//2
+    "Left, top, right, bottom of a `resolution` square (or a (width, height) box) inside an image of `size` (w, h): centred or random."
+    (w, h), (tw, th) = size, ((resolution, resolution) if isinstance(resolution, int) else resolution)
+    if center_crop: left, top = (w - tw)//2, (h - th)//2
     else:
         rng = rng or random
-        left, top = rng.randint(0, w - resolution), rng.randint(0, h - resolution)
-    return left, top, left + resolution, top + resolution
+        left, top = rng.randint(0, w - tw), rng.randint(0, h - th)
+    return left, top, left + tw, top + th
 
 def transform_image(img,                     # an RGB PIL image
-                    resolution,              # side of the square output
+                    resolution,              # side of the square output, or (width, height) of a bucket
                     center_crop=True,        # centre crop, else a random crop from `rng`
                     flip=False,              # mirror left-right
                     interpolation='lanczos', # resize filter: lanczos, bilinear, bicubic, nearest, box, hamming
                     rng=None):               # random.Random for the random crop
-    "Resize the shorter side to `resolution`, crop a square, maybe flip, and return a 3×H×W tensor in [-1, 1]."
+    "Resize to cover the square (or bucket) with the least overflow, crop it, maybe flip, and return a 3×H×W tensor in [-1, 1]."
     if interpolation not in INTERPOLATIONS:
         raise InputError(f"image_interpolation_mode '{interpolation}' unknown", f"use one of {', '.join(INTERPOLATIONS)}")
-    w, h = img.size
-    scale = resolution / min(w, h)
-    new = (max(resolution, round(w*scale)), max(resolution, round(h*scale)))
+    (w, h), (tw, th) = img.size, ((resolution, resolution) if isinstance(resolution, int) else resolution)
+    scale = max(tw / w, th / h)   # a square: resolution / the shorter side
+    new = (max(tw, round(w*scale)), max(th, round(h*scale)))
     if new != img.size: img = img.resize(new, INTERPOLATIONS[interpolation])
     img = img.crop(crop_box(img.size, resolution, center_crop, rng))
     if flip: img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
     return x / 127.5 - 1
+
+# %% ../nbs/02_data.ipynb #k002
+def bucket_resolutions(resolution,      # side of the square the buckets' areas match
+                       min_reso=256,    # smallest width or height
+                       max_reso=1024,   # largest width or height
+                       step=64):        # widths and heights are multiples of this (8 for the tiny world)
+    "The bucket set: (width, height) pairs, multiples of `step` in [min_reso, max_reso], each about resolution² pixels, and the square."
+    area, found = resolution * resolution, {(resolution // step * step,) * 2}
+    for w in range(min_reso // step * step or step, max_reso + 1, step):
+        h = min(max_reso, area // w // step * step)
+        if min_reso <= h and w >= min_reso: found |= {(w, h), (h, w)}
+    return sorted(found)
+
+def nearest_bucket(size,     # (width, height) of an image
+                   buckets): # from `bucket_resolutions`
+    "The bucket whose aspect ratio is nearest the image's (distance of log ratios; a tie goes to the larger area)."
+    ratio = math.log(size[0] / size[1])
+    return min(buckets, key=lambda b: (abs(math.log(b[0] / b[1]) - ratio), -b[0] * b[1]))
+
+def bucket_histogram(buckets): # the bucket of every row
+    "How many rows each bucket holds, widest first."
+    counts = {}
+    for b in buckets: counts[tuple(b)] = counts.get(tuple(b), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[0][0] / kv[0][1]))
+
+def format_histogram(hist): # from `bucket_histogram`
+    "The bucket histogram as one line per bucket."
+    return '\n'.join(f"  {w:>4} x {h:<4} {n:>6} {'#' * max(1, round(40 * n / max(hist.values())))}" for (w, h), n in hist.items())
 
 # %% ../nbs/02_data.ipynb #c032
 def sample_rng(seed, epoch, index):
@@ -225,6 +254,21 @@ def count_truncated(tokenizer, captions):
     lengths = [len(ids) for ids in tokenizer(list(captions)).input_ids]
     return sum(l > tokenizer.model_max_length for l in lengths), lengths
 
+def augment_caption(caption,             # the caption of one row
+                    rng,                 # random.Random of this row and epoch
+                    shuffle=False,       # shuffle the comma-separated tags after the first `keep_tokens`
+                    keep_tokens=0,       # leading tags that stay in place (and are never dropped)
+                    tag_dropout=0.0,     # drop each other tag with this probability
+                    dropout=0.0):        # make the whole caption empty with this probability
+    "One training-time variant of `caption`, by kohya's rules: the whole caption dropped, or its tags shuffled and thinned."
+    if dropout and rng.random() < dropout: return ''
+    if not (shuffle or tag_dropout): return caption
+    tags = [t.strip() for t in caption.split(',') if t.strip()]
+    fixed, rest = tags[:keep_tokens], tags[keep_tokens:]
+    if shuffle: rng.shuffle(rest)
+    if tag_dropout: rest = [t for t in rest if rng.random() >= tag_dropout]
+    return ', '.join(fixed + rest)
+
 def tokenize(tokenizer, captions):
     "Token ids of `captions`, padded and truncated to the tokenizer's 77 positions."
     return tokenizer(list(captions), padding='max_length', truncation=True, max_length=tokenizer.model_max_length,
@@ -234,8 +278,11 @@ def tokenize(tokenizer, captions):
 class CaptionedImages(torch.utils.data.Dataset):
     "Image-caption rows, transformed on the fly, or read from a `LatentCache`; items are asked for as (row, epoch)."
     def __init__(self, ds, rows, tokenizer, resolution=512, center_crop=True, random_flip=False,
-                 interpolation='lanczos', image_column='image', caption_column='text', seed=0, cache=None):
+                 interpolation='lanczos', image_column='image', caption_column='text', seed=0, cache=None,
+                 buckets=None,    # (width, height) of every row, or None for `resolution` squares
+                 augment=None):   # `augment_caption` settings (shuffle, keep_tokens, tag_dropout, dropout), or None
         self.ds, self.rows, self.tokenizer, self.cache = ds, list(rows), tokenizer, cache
+        self.buckets, self.augment = buckets, augment
         self.resolution, self.center_crop, self.random_flip, self.interpolation = resolution, center_crop, random_flip, interpolation
         self.image_column, self.caption_column, self.seed = image_column, caption_column, seed
         self.captions = [caption_options(ds[r][caption_column]) for r in self.rows]
@@ -247,25 +294,44 @@ class CaptionedImages(torch.utils.data.Dataset):
         rng = sample_rng(self.seed, epoch, i)
         return rng.randrange(len(self.captions[i])), self.random_flip and rng.random() < 0.5, rng
 
+    def size(self, i):
+        "The output size of row `i`: its bucket, or the square."
+        return tuple(self.buckets[i]) if self.buckets else self.resolution
+
+    def caption(self, i, caption, epoch):
+        "The caption row `i` trains with in `epoch`: alternative `caption`, varied as `augment` says."
+        text = self.captions[i][caption]
+        return augment_caption(text, random.Random(f"{self.seed}:{epoch}:{i}:caption"), **self.augment) if self.augment else text
+
+    def select(self, idx):
+        "The same set restricted to rows `idx` (its own positions), without a cache."
+        part = copy.copy(self)
+        part.rows, part.captions, part.cache = [self.rows[i] for i in idx], [self.captions[i] for i in idx], None
+        if self.buckets: part.buckets = [self.buckets[i] for i in idx]
+        return part
+
     def __getitem__(self, key):
         i, epoch = key
         caption, flip, rng = self.choices(i, epoch)
         if self.cache is not None:
             mean, std = self.cache.latents(i, flip)
+            if self.augment:   # varied captions: ids, for the frozen text encoder at each step
+                return dict(latent_mean=mean, latent_std=std, input_ids=tokenize(self.tokenizer, [self.caption(i, caption, epoch)])[0])
             return dict(latent_mean=mean, latent_std=std, text_embedding=self.cache.text(i, caption))
         img = open_image(self.ds[self.rows[i]][self.image_column])
-        pixels = transform_image(img, self.resolution, self.center_crop, flip, self.interpolation, rng)
-        return dict(pixel_values=pixels, input_ids=tokenize(self.tokenizer, [self.captions[i][caption]])[0])
+        pixels = transform_image(img, self.size(i), self.center_crop, flip, self.interpolation, rng)
+        return dict(pixel_values=pixels, input_ids=tokenize(self.tokenizer, [self.caption(i, caption, epoch)])[0])
 
 # %% ../nbs/02_data.ipynb #c037
 @torch.no_grad()
 def encode_batch(batch, vae, text_encoder, generator=None, device=None):
     "Latents (sampled, scaled) and text embeddings for a batch from `CaptionedImages`, cached or not, on `device`."
-    if 'latent_mean' in batch: mean, std, text = batch['latent_mean'], batch['latent_std'], batch['text_embedding']
+    if 'latent_mean' in batch: mean, std = batch['latent_mean'], batch['latent_std']
     else:
         dist = vae.encode(batch['pixel_values'].to(vae.device, vae.dtype)).latent_dist
         mean, std = dist.mean, dist.std
-        text = text_encoder(batch['input_ids'].to(text_encoder.device))[0]
+    # cached captions come as embeddings; varied ones (and uncached) as ids, for the frozen text encoder
+    text = batch['text_embedding'] if 'text_embedding' in batch else text_encoder(batch['input_ids'].to(text_encoder.device))[0]
     device = device or vae.device   # with a cache the VAE may have left the GPU: the batch goes where the UNet is
     mean, std = mean.to(device, torch.float32), std.to(device, torch.float32)
     noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else 'cpu').to(device)
@@ -295,13 +361,15 @@ def _open_row(data, i):
 @torch.no_grad()
 def _encode_rows(data, idx, flips, vae):
     "VAE mean and std of items `idx` of `data` for each flip in `flips`."
-    out = {}
+    out, sizes = {}, {}
+    for i in idx: sizes.setdefault(data.size(i), []).append(i)   # one VAE batch per bucket
     for flip in flips:
-        pix = torch.stack([transform_image(_open_row(data, i), data.resolution, True, flip, data.interpolation) for i in idx])
-        dist = vae.encode(pix.to(vae.device, vae.dtype)).latent_dist
-        for k, i in enumerate(idx):
-            out[f'{i}.{int(flip)}.mean'] = dist.mean[k].contiguous().cpu()
-            out[f'{i}.{int(flip)}.std'] = dist.std[k].contiguous().cpu()
+        for size, group in sizes.items():
+            pix = torch.stack([transform_image(_open_row(data, i), size, True, flip, data.interpolation) for i in group])
+            dist = vae.encode(pix.to(vae.device, vae.dtype)).latent_dist
+            for k, i in enumerate(group):
+                out[f'{i}.{int(flip)}.mean'] = dist.mean[k].contiguous().cpu()
+                out[f'{i}.{int(flip)}.std'] = dist.std[k].contiguous().cpu()
     return out
 
 # %% ../nbs/02_data.ipynb #c041
@@ -404,6 +472,15 @@ class DataSettings:
     image_interpolation_mode: str = 'lanczos'
     seed: int = 0
     cache_latents: str = 'auto'     # 'auto' (on where exact), 'on', 'off', 'memory'
+    enable_bucket: bool = False     # aspect-ratio buckets instead of square crops
+    min_bucket_reso: int = 256      # smallest bucket side
+    max_bucket_reso: int = 1024     # largest bucket side
+    bucket_reso_steps: int = 64     # bucket sides are multiples of this
+    caption_prefix: str = None      # put in front of every caption, as its first tag (a trigger word)
+    shuffle_caption: bool = False   # shuffle comma-separated tags at each step
+    keep_tokens: int = 0            # leading tags kept in place
+    caption_tag_dropout_rate: float = 0.0   # drop each tag with this probability
+    caption_dropout_rate: float = 0.0       # empty the whole caption with this probability
 
 # %% ../nbs/02_data.ipynb #c044
 def _shuffled_rows(n, seed, max_train_samples):
@@ -412,9 +489,22 @@ def _shuffled_rows(n, seed, max_train_samples):
     rows = list(range(n)); random.Random(seed).shuffle(rows)
     return sorted(rows[:max_train_samples])
 
-def cache_exact(settings, report):
+def cache_exact(settings, report, buckets=None):
     "Whether cached latents equal what the uncached path would compute, for every epoch."
+    if buckets: return settings.center_crop or all(transform_fits(s, b) for s, b in zip(report.sizes, buckets))
     return settings.center_crop or all(w == h for w, h in report.sizes)
+
+def transform_fits(size, box):
+    "True if an image of `size` covers `box` after resizing with nothing to crop (so a random crop has one position)."
+    (w, h), (tw, th) = size, box
+    scale = max(tw / w, th / h)
+    return (max(tw, round(w * scale)), max(th, round(h * scale))) == tuple(box)
+
+def caption_augment(s):
+    "The `augment_caption` settings of DataSettings `s`, or None when captions are used as they are."
+    on = s.shuffle_caption or s.caption_tag_dropout_rate or s.caption_dropout_rate
+    return dict(shuffle=s.shuffle_caption, keep_tokens=s.keep_tokens, tag_dropout=s.caption_tag_dropout_rate,
+                dropout=s.caption_dropout_rate) if on else None
 
 def build_dataset(s,                # DataSettings
                   tokenizer):       # the model's tokenizer
@@ -427,8 +517,14 @@ def build_dataset(s,                # DataSettings
     if not rows: raise InputError(f"no usable images: the dataset {s.dataset_name or s.train_data_dir} is empty", "check the data source")
     report = scan_images(ds.select(rows), s.image_column, s.resolution)
     rows = [rows[i] for i in report.good]
+    buckets = None
+    if s.enable_bucket:
+        resos = bucket_resolutions(s.resolution, s.min_bucket_reso, s.max_bucket_reso, s.bucket_reso_steps)
+        buckets = [nearest_bucket(size, resos) for size in report.sizes]
+        print(f"aspect-ratio buckets ({len(set(buckets))} used of {len(resos)}; width x height, images):\n" + format_histogram(bucket_histogram(buckets)))
     data = CaptionedImages(ds, rows, tokenizer, s.resolution, s.center_crop, s.random_flip, s.image_interpolation_mode,
-                           s.image_column, s.caption_column, s.seed)
+                           s.image_column, s.caption_column, s.seed, buckets=buckets, augment=caption_augment(s))
+    if s.caption_prefix: data.captions = [[f"{s.caption_prefix}, {c}" if c else s.caption_prefix for c in opts] for opts in data.captions]
     data.report = report
     data.truncated, _ = count_truncated(tokenizer, [c for opts in data.captions for c in opts])
     if data.truncated: warnings.warn(f"{data.truncated} captions are longer than 77 tokens and were truncated")
@@ -442,15 +538,16 @@ def cache_dataset(data,             # from `build_dataset`
                   progress=True):
     "Attach a latent cache to `data` as `s.cache_latents` asks ('auto': only where exact); return `data`."
     if s.cache_latents == 'off': return data
-    if not cache_exact(s, data.report):
+    if not cache_exact(s, data.report, data.buckets):
         if s.cache_latents == 'auto':
-            print("latent cache off: random crops of non-square images differ every epoch (use --center_crop to cache)")
+            print(f"latent cache off: random crops of {'images that overflow their buckets' if data.buckets else 'non-square images'} "
+                  "differ every epoch (use --center_crop to cache)")
             return data
-        raise InputError(f"cache_latents='{s.cache_latents}' with random crops of non-square images would train on one "
-                         "crop only", "use --center_crop, or --cache_latents=off")
+        raise InputError(f"cache_latents='{s.cache_latents}' with random crops of {'images that overflow their buckets' if data.buckets else 'non-square images'} "
+                         "would train on one crop only", "use --center_crop, or --cache_latents=off")
     key = cache_key(fingerprint=data.ds._fingerprint, model=model_id, resolution=s.resolution, center_crop=s.center_crop,
                     flip=s.random_flip, interpolation=s.image_interpolation_mode, rows=data.rows, dtype=str(vae.dtype), text_dtype=str(text_encoder.dtype),
-                    captions=data.captions)
+                    captions=data.captions, **({'buckets': data.buckets} if data.buckets else {}))
     from loranb.models import cache_root
     root = Path(s.cache_dir) if s.cache_dir else cache_root()
     folder = None if s.cache_latents == 'memory' else root/'latents'/key

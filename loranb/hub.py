@@ -355,7 +355,8 @@ def _check_sample_args(a):
     "Raise an InputError for arguments of `loranb-sample` that cannot work, before any model loads."
     for name, lowest in (('steps', 1), ('n', 1)):
         if getattr(a, name) < lowest: raise InputError(f"--{name}={getattr(a, name)} must be at least {lowest}", f"use e.g. --{name}={lowest}")
-    if a.resolution is not None: check_resolution(a.resolution)
+    for flag in ('resolution', 'width', 'height'):
+        if getattr(a, flag) is not None: check_resolution(getattr(a, flag))
     out = Path(a.output)
     if out.suffix.lower() not in Image.registered_extensions():
         raise InputError(f"--output '{a.output}' has no image file extension", "end it in .png or .jpg")
@@ -388,6 +389,8 @@ def sample_cli(argv=None):
         p.add_argument('--n', type=int, default=1, help='number of images (a grid when above 1)')
         p.add_argument('--sampler', choices=['ddim', 'euler'], default='ddim')
         p.add_argument('--resolution', type=int, default=None, help='image size (default: the UNet\'s native size)')
+        p.add_argument('--width', type=int, default=None, help='image width, for a non-square picture (default: --resolution)')
+        p.add_argument('--height', type=int, default=None, help='image height (default: --resolution)')
         p.add_argument('--allow_partial', action='store_true', help='use a LoRA even if some of its layers fit no layer of the base model')
         p.add_argument('--output', required=True, help='image file to write (.png, .jpg)')
         debug_flag(p)
@@ -396,7 +399,7 @@ def sample_cli(argv=None):
         pipe = load_pipeline(base=a.base, strict=not a.allow_partial, loras=[(path, w * a.scale) for path, w in a.lora])
         size = a.resolution or pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)   # latent size x the VAE's scale
         images = generate(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.alphas_cumprod,
-                          [a.prompt] * a.n, a.negative_prompt, a.steps, a.guidance, a.seed, size, size, a.sampler)
+                          [a.prompt] * a.n, a.negative_prompt, a.steps, a.guidance, a.seed, a.height or size, a.width or size, a.sampler)
         _save_whole(images[0] if a.n == 1 else image_grid(images, ncols=min(a.n, 4)), a.output)
-        print(f"wrote {a.output} ({a.n} image{'s' if a.n > 1 else ''}, {size}px)")
+        print(f"wrote {a.output} ({a.n} image{'s' if a.n > 1 else ''}, {a.width or size}x{a.height or size} px)")
     run_cli('loranb-sample', run, argv)

@@ -183,3 +183,96 @@ def test_bad_data_fails_before_models_load(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="caption column 'caption' not found"):
         lt.train(lt.TrainConfig(train_data_dir=str(make_shapes_folder(tmp_path/"s", n=2)), caption_column="caption",
                                 output_dir=str(tmp_path/"o"), report_to="none"))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    "Wide, tall and square pictures with comma-separated tag captions."
+    from PIL import Image, ImageDraw
+    folder, rows = tmp_path_factory.mktemp("mixed"), []
+    colours = {'red': (220, 40, 40), 'blue': (40, 80, 220), 'green': (40, 170, 60)}
+    for k in range(9):
+        size = [(128, 64), (64, 128), (64, 64)][k % 3]; name = list(colours)[k % 3]
+        img = Image.new('RGB', size, (245, 245, 245)); ImageDraw.Draw(img).ellipse([4, 4, 44, 44], fill=colours[name])
+        img.save(folder/f'{k}.png'); rows.append(json.dumps({'file_name': f'{k}.png', 'text': f'{name}, circle, off centre, {size[0]}x{size[1]}'}))
+    (folder/'metadata.jsonl').write_text('\n'.join(rows) + '\n')
+    return folder
+
+
+BUCKETS = ["--enable_bucket", "--min_bucket_reso=32", "--max_bucket_reso=128", "--bucket_reso_steps=8"]
+
+
+def test_everything_on_survives_a_kill(tmp_path, mixed, model):
+    "Buckets, varied captions, EMA and a held-out loss all on: kill -9, resume, and the average, the raw weights and val_loss equal an uninterrupted run's."
+    flags = [f"--pretrained_model_name_or_path={model}", f"--train_data_dir={mixed}", "--train_batch_size=2",
+             "--max_train_steps=30", "--checkpointing_steps=5", "--random_flip", "--learning_rate=1e-3", "--seed=4",
+             *BUCKETS, "--shuffle_caption", "--keep_tokens=1", "--caption_tag_dropout_rate=0.2", "--caption_dropout_rate=0.2",
+             "--caption_prefix=sks", "--use_ema", "--ema_decay=0.9", "--validation_split=0.2", "--validation_steps=5",
+             "--lora_dropout=0.1", "--resolution=64", "--lr_warmup_steps=0", "--report_to=tensorboard"]
+    full, killed = tmp_path/"full", tmp_path/"killed"
+    res = run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={full}"])
+    assert "aspect-ratio buckets" in res.stdout and "128 x 64" in res.stdout   # the histogram
+    proc = subprocess.Popen([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed/"checkpoint-10"/"training_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert not (killed/"pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+    run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}", "--resume_from_checkpoint=latest"])
+    for name in ["pytorch_lora_weights.safetensors", "pytorch_lora_weights_raw.safetensors"]:
+        a, b = load_file(full/name), load_file(killed/name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    average, raw = load_file(full/"pytorch_lora_weights.safetensors"), load_file(full/"pytorch_lora_weights_raw.safetensors")
+    assert any(not torch.equal(average[k], raw[k]) for k in raw)          # the average is not the last weights
+    assert json.loads((full/"loss.json").read_text()) == json.loads((killed/"loss.json").read_text())
+    val = json.loads((full/"val_loss.json").read_text())
+    assert val == json.loads((killed/"val_loss.json").read_text())        # identical at every step, resumed or not
+    assert [v[0] for v in val] == list(range(5, 31, 5)) and all(math.isfinite(x) for v in val for x in v[1:])
+    assert (full/"loss.png").exists() and "moving average" in (full/"README.md").read_text()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    logged = {}
+    for e in (killed/"logs").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(e)); acc.Reload()
+        if "val_loss" in acc.Tags()["scalars"]: logged.update({ev.step: ev.value for ev in acc.Scalars("val_loss")})
+    assert logged and all(abs(logged[s] - v) < 1e-6 for s, v, *_ in val if s in logged)
+
+
+def test_two_process_buckets_and_wide_samples(tmp_path, mixed, model):
+    "torchrun, two processes, buckets: every bucket batch cut between them; then a wide sample from the result."
+    from loranb.data import bucket_resolutions, nearest_bucket
+    from loranb.train import BucketBatchSampler
+    from PIL import Image
+    out = tmp_path/"ddp"
+    run(["torchrun", "--nproc_per_node=2", "--master_port=29534", "-m", "loranb.train", f"--pretrained_model_name_or_path={model}",
+         f"--train_data_dir={mixed}", "--train_batch_size=1", "--num_train_epochs=2", "--checkpointing_steps=0", *BUCKETS,
+         f"--output_dir={out}", *TINY_FLAGS], env={"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"})
+    resos = bucket_resolutions(64, 32, 128, 8)
+    sizes = [nearest_bucket(Image.open(mixed/f'{k}.png').size, resos) for k in range(9)]
+    per_epoch = len(BucketBatchSampler(sizes, 1, 0, num_processes=2))
+    # 3 buckets of 3 rows: a global batch of 2 rows each (one a process); the third row of each waits for another epoch's shuffle
+    assert per_epoch == 3 and len(json.loads((out/"loss.json").read_text())) == 2 * per_epoch
+    from loranb.hub import sample_cli
+    sample_cli(['--lora', str(out), '--prompt', 'red, circle', '--steps', '2', '--width', '96', '--height', '48', '--output', str(tmp_path/'wide.png')])
+    assert Image.open(tmp_path/'wide.png').size == (96, 48)
+
+
+def test_validation_loss_is_the_same_for_the_same_weights(shapes, model):
+    "Two evaluations of the same weights give the same number; it changes when the weights do."
+    import dataclasses
+    from transformers import CLIPTokenizer
+    from loranb.models import load_parts
+    from loranb.data import DataSettings, build_dataset
+    from loranb.train import TrainConfig, validation_loss, split_rows
+    c = TrainConfig(train_data_dir=str(shapes), resolution=64, seed=1)
+    parts = load_parts(model)
+    data = build_dataset(DataSettings(train_data_dir=str(shapes), resolution=64, center_crop=True), parts.tokenizer)
+    train_rows, held = split_rows(data, 0.4, seed=1)
+    assert len(held) == 2 and len(train_rows) == 3 and not set(held.rows) & set(train_rows.rows)
+    ab = parts.noise_scheduler.alphas_cumprod
+    v1 = validation_loss(parts.unet, held, parts.vae, parts.text_encoder, ab, c)
+    v2 = validation_loss(parts.unet, held, parts.vae, parts.text_encoder, ab, c)
+    assert v1 == v2 and math.isfinite(v1)
+    with torch.no_grad(): parts.unet.conv_out.weight.mul_(1.5)
+    assert validation_loss(parts.unet, held, parts.vae, parts.text_encoder, ab, c) != v1
