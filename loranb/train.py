@@ -868,14 +868,15 @@ def train(c:TrainConfig, progress=True):
     lr = c.learning_rate * (c.gradient_accumulation_steps * c.train_batch_size * accelerator.num_processes if c.scale_lr else 1)
     optimizer = _optimizer(c, params, lr)
     ema = AdapterEMA(params, c.ema_decay) if c.use_ema else None
+    # each loader gets its own generator: otherwise each new epoch's iterator draws from the global RNG (which dropout
+    # uses), and a resumed run, starting its iterator at a different moment, would drift from the uninterrupted one
     if data.buckets:   # one bucket a batch, cut among the processes by the sampler itself (so accelerate does not shard it again)
         sampler = BucketBatchSampler(data.buckets, c.train_batch_size, c.seed, accelerator.num_processes, accelerator.process_index)
-        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=c.dataloader_num_workers)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=c.dataloader_num_workers,
+                                             generator=torch.Generator().manual_seed(c.seed))
         steps_per_epoch = math.ceil(len(sampler) / c.gradient_accumulation_steps)
     else:
         sampler = EpochSampler(len(data), c.seed)
-        # the loader gets its own generator: otherwise each new epoch's iterator draws from the global RNG (which dropout
-        # uses), and a resumed run, starting its iterator at a different moment, would drift from the uninterrupted one
         loader = torch.utils.data.DataLoader(data, batch_size=c.train_batch_size, sampler=sampler, num_workers=c.dataloader_num_workers,
                                              generator=torch.Generator().manual_seed(c.seed))
         steps_per_epoch = math.ceil(math.ceil(len(data) / c.train_batch_size / accelerator.num_processes) / c.gradient_accumulation_steps)
