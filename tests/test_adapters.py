@@ -1,10 +1,9 @@
 "Every adapter kind through loranb-train: exact resume, files other tools load, loranb's loader equal to the trained model, several LoRAs at once."
 import shutil
-from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
 from loranb.data import make_shapes_folder
-from loranb.lora import LORA_FILE, UNET_ATTENTION
+from loranb.lora import LORA_FILE
 from loranb.models import load_parts, TINY, tiny_model_path, InputError
 from loranb.train import (TrainConfig, train, check_config, add_adapter, run_adapter_config, load_adapter_state, ADAPTER_STATE,
                           LYCORIS_KEYS)

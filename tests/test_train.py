@@ -82,6 +82,18 @@ def lora_tensors(folder):
     return load_file(Path(folder)/"pytorch_lora_weights.safetensors")
 
 
+def kill_after_checkpoint(flags, out, step):
+    "Start `loranb.train` with `flags` into `out` and kill -9 it once checkpoint-`step` is written, before the run ends."
+    proc = subprocess.Popen([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={out}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out/f"checkpoint-{step}"/"training_state.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert not (out/"pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+
+
 def test_resume_after_kill_is_bitwise_identical(tmp_path, shapes, model):
     "Kill a run mid-epoch, resume from 'latest': the final LoRA equals an uninterrupted run's, bit for bit (CPU, fp32)."
     flags = [f"--pretrained_model_name_or_path={model}", f"--train_data_dir={shapes}", "--train_batch_size=2",
@@ -90,14 +102,7 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path, shapes, model):
     full = tmp_path/"full"
     run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={full}"])
     killed = tmp_path/"killed"
-    proc = subprocess.Popen([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed/"checkpoint-10"/"training_state.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL); proc.wait()
-    assert not (killed/"pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+    kill_after_checkpoint(flags, killed, 10)
     steps = sorted(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*"))
     assert 10 <= steps[-1] < 60
     res = run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}", "--resume_from_checkpoint=latest"])
@@ -212,14 +217,7 @@ def test_everything_on_survives_a_kill(tmp_path, mixed, model):
     full, killed = tmp_path/"full", tmp_path/"killed"
     res = run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={full}"])
     assert "aspect-ratio buckets" in res.stdout and "88 x 40" in res.stdout   # the histogram: 128x64 pictures go to 88x40
-    proc = subprocess.Popen([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed/"checkpoint-10"/"training_state.pt").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL); proc.wait()
-    assert not (killed/"pytorch_lora_weights.safetensors").exists(), "the run finished before it was killed"
+    kill_after_checkpoint(flags, killed, 10)
     run([sys.executable, "-m", "loranb.train", *flags, f"--output_dir={killed}", "--resume_from_checkpoint=latest"])
     for name in ["pytorch_lora_weights.safetensors", "pytorch_lora_weights_raw.safetensors"]:
         a, b = load_file(full/name), load_file(killed/name)
@@ -260,8 +258,6 @@ def test_two_process_buckets_and_wide_samples(tmp_path, mixed, model):
 
 def test_validation_loss_is_the_same_for_the_same_weights(shapes, model):
     "Two evaluations of the same weights give the same number; it changes when the weights do."
-    import dataclasses
-    from transformers import CLIPTokenizer
     from loranb.models import load_parts
     from loranb.data import DataSettings, build_dataset
     from loranb.train import TrainConfig, validation_loss, split_rows
