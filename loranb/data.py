@@ -308,6 +308,8 @@ class CaptionedImages(torch.utils.data.Dataset):
         part = copy.copy(self)
         part.rows, part.captions, part.cache = [self.rows[i] for i in idx], [self.captions[i] for i in idx], None
         if self.buckets: part.buckets = [self.buckets[i] for i in idx]
+        if getattr(self, 'report', None) is not None:   # the sizes of these rows, for `cache_exact`
+            part.report = copy.copy(self.report); part.report.sizes = [self.report.sizes[i] for i in idx]
         return part
 
     def __getitem__(self, key):

@@ -136,7 +136,7 @@ def load_lora(pipe,               # a StableDiffusionPipeline
               lora,               # LoRA folder, file or Hub id
               adapter_name=None,  # name for the adapter (default: diffusers picks one)
               strict=True,        # every layer of the file must land on a layer of the model; False accepts a partial load
-              weight=1.0):        # strength of a LoHa/LoKr file, which is added into the weights (LoRAs get theirs from `set_adapters`)
+              weight=1.0):        # strength of a LoHa/LoKr file, which is added into the weights for good (no adapter name, no unloading); LoRAs get theirs from `set_adapters`
     "Load a LoRA (folder, file or Hub id; diffusers, PEFT, legacy, kohya or LyCORIS layout) into `pipe`; return how many UNet layers it adapted."
     sd = read_lora(lora)
     if is_lycoris(sd): return len(add_lycoris(pipe, sd, weight, lora))
@@ -237,7 +237,7 @@ def lycoris_deltas(model,                # the model the file is for (a UNet or 
     for k, v in sd.items():
         if not k.startswith(prefix): continue
         name, _, kind = k.partition('.')
-        if name not in by_name: raise InputError(f"LyCORIS key '{k}' names no module of this model (names look like {next(iter(by_name))}); nothing was changed",
+        if name not in by_name: raise InputError(f"LyCORIS key '{k}' names no module of this model (names look like {list(by_name)[1]}); nothing was changed",
                                                  "load it on the model it was trained on (--base)")
         groups.setdefault(name, {})[kind] = v
     deltas = {by_name[n]: lycoris_delta(t) for n, t in groups.items()}
@@ -306,8 +306,10 @@ def export_kohya(lora, out_file):
 # %% ../nbs/08_hub.ipynb #c028
 def fuse(lora, out_dir, base=None, scale=1.0, strict=True):
     "Merge the LoRA into its base model's weights and save the full pipeline to `out_dir`."
-    pipe = load_pipeline(lora, base, strict=strict)
-    pipe.fuse_lora(lora_scale=scale); pipe.unload_lora_weights()
+    if is_lycoris(read_lora(lora)): pipe = load_pipeline(base=base, strict=strict, loras=[(lora, scale)])   # LoHa/LoKr: added at `scale`
+    else:
+        pipe = load_pipeline(lora, base, strict=strict)
+        pipe.fuse_lora(lora_scale=scale); pipe.unload_lora_weights()
     with writing(out_dir, 'the fused model'): pipe.save_pretrained(out_dir)
     return Path(out_dir)
 

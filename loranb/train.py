@@ -370,6 +370,8 @@ def check_config(c):
     _check_ranges(c)
     check_resolution(c.resolution)
     if c.enable_bucket: check_buckets(c)
+    if c.caption_prefix and (c.shuffle_caption or c.caption_tag_dropout_rate) and c.keep_tokens == 0:
+        print(f"note: --caption_prefix '{c.caption_prefix}' is shuffled and dropped like any tag while --keep_tokens=0; --keep_tokens=1 keeps it first")
     check_source(c.dataset_name, c.train_data_dir)
     if c.validation_split is not None and c.validation_data_dir:
         raise InputError("--validation_split and --validation_data_dir both ask for a validation set", "give one of them")
@@ -450,6 +452,9 @@ def check_buckets(c):
     if lo > hi: raise InputError(f"--min_bucket_reso={lo} is above --max_bucket_reso={hi}", "swap them")
     if not lo <= c.resolution <= hi:
         raise InputError(f"--resolution={c.resolution} is outside the buckets' range {lo}..{hi}", "widen --min_bucket_reso/--max_bucket_reso")
+    if c.gradient_accumulation_steps > 1:   # the bucket loader's epochs do not end an accumulation, so steps would drift
+        raise InputError(f"--gradient_accumulation_steps={c.gradient_accumulation_steps} with --enable_bucket is not supported",
+                         "raise --train_batch_size instead, or train without buckets")
 
 class BucketBatchSampler(torch.utils.data.Sampler):
     "Batches of (row, epoch) pairs that each hold one bucket; the order depends only on seed and epoch; a global batch is cut among processes."
@@ -469,6 +474,10 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         return [out[j] for j in torch.randperm(len(out), generator=g).tolist()]
     def __len__(self): return sum(sum(1 for k in range(0, len(r), self.batch_size * self.processes) if len(r) - k >= self.processes)
                                   for r in self.by_bucket.values())
+    def waiting(self):
+        "Rows per epoch left out because their bucket's last global batch has fewer rows than there are processes."
+        size = self.batch_size * self.processes
+        return sum(len(r) % size for r in self.by_bucket.values() if 0 < len(r) % size < self.processes)
     def __iter__(self):
         skip, self.skip = self.skip, 0   # a resumed epoch starts after the batches already done
         for batch in self.global_batches()[skip:]: yield [(i, self.epoch) for i in batch[self.rank::self.processes]]
@@ -741,6 +750,10 @@ class AdapterEMA:
                 for r, p in zip(raw, self.params): p.copy_(r)
 
     def state_dict(self): return dict(shadow=[s.cpu() for s in self.shadow], steps=self.steps, decay=self.decay)
+    def restart(self):
+        "Start the average again from the current weights."
+        self.steps, self.shadow = 0, [p.detach().float().clone() for p in self.params]
+
     def load_state_dict(self, state):
         self.steps, self.decay = state['steps'], state['decay']
         for s, v in zip(self.shadow, state['shadow']): s.copy_(v)
@@ -820,16 +833,16 @@ def train(c:TrainConfig, progress=True):
     ds = DataSettings(**{f.name: getattr(c, f.name) for f in fields(DataSettings)})
     if c.train_text_encoder: ds.cache_latents = 'off'
     data = build_dataset(ds, tokenizer)
-    plain = dict(caption_prefix=None, shuffle_caption=False, caption_tag_dropout_rate=0.0, caption_dropout_rate=0.0)   # held-out and old pictures: captions as they are
+    plain = dict(shuffle_caption=False, caption_tag_dropout_rate=0.0, caption_dropout_rate=0.0)   # held-out and old pictures: captions unvaried
     val_settings = dataclasses.replace(ds, dataset_name=None, train_data_dir=c.validation_data_dir, max_train_samples=None,
-                                       center_crop=True, random_flip=False, **plain) if c.validation_data_dir else None
+                                       center_crop=True, random_flip=False, **plain) if c.validation_data_dir else None   # with the trigger word
     val = build_dataset(val_settings, tokenizer) if val_settings else None
     if c.validation_split is not None:
         data, val = split_rows(data, c.validation_split, c.seed)
         val.center_crop, val.random_flip, val.augment = True, False, None
     # the regularisation batch draws rows at random, so its pictures are squares (no buckets) with their own captions
     reg_settings = dataclasses.replace(ds, dataset_name=None, train_data_dir=c.reg_data_dir, max_train_samples=None, enable_bucket=False,
-                                       **plain) if c.reg_data_dir else None
+                                       caption_prefix=None, **plain) if c.reg_data_dir else None   # not the trigger word: not the concept
     reg = build_dataset(reg_settings, tokenizer) if reg_settings else None
 
     # 2. the parts: frozen base in the run's precision, LoRA in fp32
@@ -847,6 +860,8 @@ def train(c:TrainConfig, progress=True):
     # PiSSA and OLoRA move part of W into the adapter at the start: the saved file needs that start to be relative to W
     initial = {p: {k: v.clone() for k, v in lora_state_dict(m).items()} for p, m in (('unet', unet), ('text_encoder', text_encoder if c.train_text_encoder else None)) if m is not None} \
               if c.init_lora_weights != 'gaussian' else None
+    start = {p: {k: v.clone() for k, v in adapter_state(m).items()} for p, m in (('unet', unet), ('text_encoder', text_encoder))
+             if p == 'unet' or c.train_text_encoder} if initial is not None else None   # PEFT's names, to put the start back
     export = lambda folder: write_adapter(folder, c, unet, text_encoder if c.train_text_encoder else None, initial)
     if c.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -872,6 +887,10 @@ def train(c:TrainConfig, progress=True):
     # uses), and a resumed run, starting its iterator at a different moment, would drift from the uninterrupted one
     if data.buckets:   # one bucket a batch, cut among the processes by the sampler itself (so accelerate does not shard it again)
         sampler = BucketBatchSampler(data.buckets, c.train_batch_size, c.seed, accelerator.num_processes, accelerator.process_index)
+        if not len(sampler): raise InputError(f"every bucket holds fewer images than the {accelerator.num_processes} processes",
+                                              "use fewer processes, or fewer buckets (a larger --bucket_reso_steps)")
+        if sampler.waiting() and main: print(f"buckets: {sampler.waiting()} images a epoch wait for a later epoch (their bucket's last batch "
+                                             f"is smaller than the {accelerator.num_processes} processes); the shuffle changes which")
         loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=c.dataloader_num_workers,
                                              generator=torch.Generator().manual_seed(c.seed))
         steps_per_epoch = math.ceil(len(sampler) / c.gradient_accumulation_steps)
@@ -907,7 +926,10 @@ def train(c:TrainConfig, progress=True):
         step, first_epoch, skip = state['global_step'], state['epoch'], state['batches_done']
         losses = [tuple(x) for x in state.get('losses', [])]   # loss.json runs from step 1 across resumes
         val_losses = [tuple(x) for x in state.get('val_losses', [])]
-        if ema is not None: ema.load_state_dict(state['ema'])
+        if ema is not None:
+            if state.get('ema'): ema.load_state_dict(state['ema'])
+            else:   # a checkpoint from a run without --use_ema: the average starts here
+                ema.restart(); print(f"checkpoint {ckpt} holds no EMA: the average starts from its weights at step {state['global_step']}")
         if main: print(f"resumed from {ckpt} at step {step} (epoch {first_epoch}, batch {skip})")
 
     if main:   # the output folder is made only now: a run that fails before training leaves none behind
@@ -1022,11 +1044,19 @@ def train(c:TrainConfig, progress=True):
             with writing(out/'val_loss.json', 'the loss log'): (out/'val_loss.json').write_text(json.dumps(val_losses))
         if losses:
             with writing(out/'loss.png', 'the loss plot'): loss_figure(losses, [v[:2] for v in val_losses]).savefig(out/'loss.png', dpi=100)
+        if ema is not None: validated.pop(step, None)   # a grid of this step from the raw weights: draw it again from the average
         grid = validate(f'step-{step}') if c.validation_prompt else None
         if grid:   # base (adapters off) above LoRA, same prompt and seeds
-            for m in unwrapped: set_adapters_enabled(m, False)
-            base = sample(c.validation_prompt)
-            for m in unwrapped: set_adapters_enabled(m, True)
+            if start is None:
+                for m in unwrapped: set_adapters_enabled(m, False)
+                base = sample(c.validation_prompt)
+                for m in unwrapped: set_adapters_enabled(m, True)
+            else:      # PiSSA/OLoRA took W - s B0 A0 as the base: the original W is that base with the starting adapter
+                from peft import set_peft_model_state_dict
+                trained = [{k: v.clone() for k, v in adapter_state(m).items()} for m in unwrapped]
+                for m, part in zip(unwrapped, start): set_peft_model_state_dict(m, start[part], adapter_name='default')
+                base = sample(c.validation_prompt)
+                for m, state in zip(unwrapped, trained): set_peft_model_state_dict(m, state, adapter_name='default')
             with writing(out/'samples'/'base-vs-lora.png', 'a validation image'):
                 image_grid(base + validated[step][1], ncols=c.num_validation_images).save(out/'samples'/'base-vs-lora.png')
         averaged.close()   # the raw weights are back in the model

@@ -154,3 +154,13 @@ def test_extract_recovers_fused_rank4_lora(tmp_path):
     assert report.rank == 4 and report.error <= 1e-4, report.error
     want, got = lora_deltas(tmp_path/'r4'), lora_deltas(tmp_path/'extracted')
     assert set(want) == set(got)
+
+
+def test_fuse_a_lycoris_file_at_a_scale(runs, tmp_path):
+    "loranb-export --fuse of a LoHa file adds it at --scale, as loading it at that weight does."
+    from diffusers import StableDiffusionPipeline
+    from loranb.hub import fuse
+    loha = str(runs['loha'][0].output_dir)
+    fused = StableDiffusionPipeline.from_pretrained(str(fuse(loha, tmp_path/'fused', scale=0.5)), torch_dtype=torch.float32, safety_checker=None)
+    half, full = _unet_out(load_pipeline(loras=[(loha, 0.5)]).unet), _unet_out(load_pipeline(loha).unet)
+    assert (_unet_out(fused.unet) - half).abs().max() <= 1e-5 and (half - full).abs().max() > 1e-4

@@ -256,6 +256,15 @@ def test_two_process_buckets_and_wide_samples(tmp_path, mixed, model):
     assert Image.open(tmp_path/'wide.png').size == (96, 48)
 
 
+def test_bucket_flags_that_cannot_work(tmp_path, mixed):
+    from loranb.models import InputError
+    from loranb.train import TrainConfig, check_config
+    base = dict(train_data_dir=str(mixed), resolution=64, enable_bucket=True, min_bucket_reso=32, max_bucket_reso=128, output_dir=str(tmp_path/'o'))
+    for extra, words in [(dict(gradient_accumulation_steps=2), "with --enable_bucket is not supported"),
+                         (dict(bucket_reso_steps=12), "not a multiple of 8"), (dict(min_bucket_reso=256), "above --max_bucket_reso")]:
+        with pytest.raises(InputError, match=words): check_config(TrainConfig(**{**base, 'bucket_reso_steps': 8, **extra}))
+
+
 def test_validation_loss_is_the_same_for_the_same_weights(shapes, model):
     "Two evaluations of the same weights give the same number; it changes when the weights do."
     from loranb.models import load_parts
@@ -266,6 +275,7 @@ def test_validation_loss_is_the_same_for_the_same_weights(shapes, model):
     data = build_dataset(DataSettings(train_data_dir=str(shapes), resolution=64, center_crop=True), parts.tokenizer)
     train_rows, held = split_rows(data, 0.4, seed=1)
     assert len(held) == 2 and len(train_rows) == 3 and not set(held.rows) & set(train_rows.rows)
+    assert len(held.report.sizes) == 2 and len(train_rows.report.sizes) == 3   # each part knows its own images' sizes
     ab = parts.noise_scheduler.alphas_cumprod
     v1 = validation_loss(parts.unet, held, parts.vae, parts.text_encoder, ab, c)
     v2 = validation_loss(parts.unet, held, parts.vae, parts.text_encoder, ab, c)
