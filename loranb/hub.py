@@ -94,6 +94,11 @@ def _alpha_of(lora_file, prefix):
     info = json.loads(meta.get('lora_adapter_metadata', '{}'))
     return info.get(f'{prefix}.lora_alpha')
 
+def _file_keys(path):
+    "The tensor names of a safetensors file, read from its header (no tensor is loaded)."
+    from safetensors import safe_open
+    with safe_open(str(path), 'pt') as f: return set(f.keys())
+
 # %% ../nbs/08_hub.ipynb #c011
 def legacy_example(unet, rank=4, seed=0):
     "A state dict in the legacy attention-processor layout for `unet`, with random weights (for tests and lessons)."
@@ -146,7 +151,7 @@ def load_lora(pipe,               # a StableDiffusionPipeline
     adapters = _adapters(pipe)
     # from a dict diffusers takes alpha = rank; a diffusers-layout file is passed as a file, so its stored alpha is read too
     file = lora_source(lora)
-    as_file = file.suffix == '.safetensors' and set(sd) == set(load_file(str(file))) and _alpha_of(file, 'unet') is not None
+    as_file = file.suffix == '.safetensors' and set(sd) == _file_keys(file) and _alpha_of(file, 'unet') is not None
     try: pipe.load_lora_weights(str(file.parent) if as_file else sd, weight_name=file.name if as_file else None, adapter_name=adapter_name)
     except (RuntimeError, ValueError) as e:
         if 'size mismatch' in str(e) or 'shape' in str(e):
