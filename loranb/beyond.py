@@ -7,8 +7,8 @@ Docs: https://loranb.github.io/loranb/beyond_lora.html.md"""
 # %% auto #0
 __all__ = ['VARIANTS', 'lora_scaling', 'lora_delta', 'dora_weight', 'loha_delta', 'kron_factors', 'lokr_delta', 'adapted_weight',
            'variant_config', 'add_variant', 'adapter_params', 'lora_factors', 'lora_deltas', 'low_rank', 'LoraReport',
-           'save_factors', 'merge_loras', 'resize_lora', 'weight_differences', 'extract_lora', 'rank_errors', 'main',
-           'merge_cli', 'resize_cli', 'extract_cli']
+           'save_factors', 'merge_loras', 'resize_lora', 'weight_differences', 'extract_lora', 'rank_errors',
+           'tool_arguments', 'run_tool', 'main', 'merge_cli', 'resize_cli', 'extract_cli']
 
 # %% ../nbs/12_beyond_lora.ipynb #b003
 import argparse, json, math, re, sys
@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .lora import LORA_FILE, UNET_ATTENTION, matches
-from .models import run_cli, reading
+from .models import run_cli, reading, debug_flag, InputError
 from .hub import lora_weight_arg
 
 # %% ../nbs/12_beyond_lora.ipynb #b008
@@ -295,38 +295,61 @@ def rank_errors(deltas, # {module: 2-D Delta W}
     return [math.sqrt(sum(s[k:].square().sum() for s in spectra) / total) for k in ranks]
 
 # %% ../nbs/12_beyond_lora.ipynb #b061
-def main(argv=None): # command-line words; default: sys.argv[1:]
-    "loranb's LoRA tools: `merge A:1 B:0.5 --out C [--rank 8]`, `resize A --rank 4 --out B`, `extract --base M --tuned N --rank 8 --out C`."
-    p = argparse.ArgumentParser(prog='python -m loranb.beyond', description=main.__doc__)
-    sub = p.add_subparsers(dest='command', required=True)
-    m = sub.add_parser('merge', help='combine LoRAs into one, exactly or at a given rank')
-    m.add_argument('loras', nargs='+', type=lora_weight_arg, help='LoRA folders or files, each PATH or PATH:WEIGHT')
-    m.add_argument('--rank', type=int, default=None, help='compress to this rank by SVD (default: exact, ranks stacked)')
-    r = sub.add_parser('resize', help="change a LoRA's rank by SVD")
-    r.add_argument('lora'); r.add_argument('--rank', type=int, required=True)
-    e = sub.add_parser('extract', help='a LoRA from the weight difference of two models')
-    e.add_argument('--base', required=True); e.add_argument('--tuned', required=True); e.add_argument('--rank', type=int, required=True)
-    e.add_argument('--targets', default=','.join(UNET_ATTENTION), help='comma-separated module names (default: %(default)s)')
-    for s in (m, r, e): s.add_argument('--out', required=True, help='folder to write the LoRA to')
-    args = p.parse_args(argv)
-    if args.command == 'merge': report = merge_loras(args.loras, args.out, args.rank)
-    elif args.command == 'resize': report = resize_lora(args.lora, args.rank, args.out)
-    else: report = extract_lora(args.base, args.tuned, args.rank, args.out, args.targets.split(','))
+_TOOLS = dict(merge='combine LoRAs into one, exactly or at a given rank', resize="change a LoRA's rank by SVD",
+              extract='a LoRA from the weight difference of two models')
+
+def tool_arguments(p,        # an ArgumentParser, or a sub-command's parser
+                   command): # 'merge', 'resize' or 'extract'
+    "Add `command`'s arguments to `p`, and those the three share: --output (alias --out) and --debug; return `p`."
+    if command == 'merge':
+        p.add_argument('loras', nargs='+', type=lora_weight_arg, help='LoRA folders or files, each PATH or PATH:WEIGHT')
+        p.add_argument('--rank', type=int, default=None, help='compress to this rank by SVD (default: exact, ranks stacked)')
+    elif command == 'resize':
+        p.add_argument('lora', help='the LoRA folder or file to resize')
+        p.add_argument('--rank', type=int, required=True, help='the new rank')
+    else:
+        p.add_argument('--base', required=True, help="the base model: a model folder, 'loranb:tiny', 'loranb:world' or a Hub id")
+        p.add_argument('--tuned', required=True, help='the fine-tuned model of the same architecture: a model or UNet folder')
+        p.add_argument('--rank', type=int, required=True, help='rank of the LoRA to write')
+        p.add_argument('--targets', default=','.join(UNET_ATTENTION), help='comma-separated module names (default: %(default)s)')
+    p.add_argument('--output', '--out', dest='output', required=True, metavar='DIR', help='folder to write the LoRA to (--out is an alias)')
+    p.set_defaults(command=command)
+    return debug_flag(p)
+
+def run_tool(args): # parsed arguments, as `tool_arguments` defines them
+    "Run the tool `args.command` and print where it wrote and the error it made; return its `LoraReport`."
+    if args.rank is not None and args.rank < 1: raise InputError(f"--rank={args.rank} must be at least 1", "use e.g. --rank=4")
+    if args.command == 'merge': report = merge_loras(args.loras, args.output, args.rank)
+    elif args.command == 'resize': report = resize_lora(args.lora, args.rank, args.output)
+    else: report = extract_lora(args.base, args.tuned, args.rank, args.output, args.targets.split(','))
     worst = max(report.errors, key=report.errors.get)
     print(f"wrote {report.path/LORA_FILE}: rank {report.rank}, {len(report.errors)} layers; relative error of Delta W "
           f"{report.error:.2e} overall, worst {report.errors[worst]:.2e} ({worst})")
     return report
 
+def main(argv=None): # command-line words; default: sys.argv[1:]
+    "`python -m loranb.beyond merge|resize|extract ... --output DIR`: the three tools as sub-commands; return the `LoraReport`."
+    p = argparse.ArgumentParser(prog='python -m loranb.beyond', description="loranb's LoRA tools: merge, resize and extract")
+    sub = p.add_subparsers(dest='command', required=True)
+    for command, about in _TOOLS.items(): tool_arguments(sub.add_parser(command, help=about, description=about), command)
+    return run_tool(p.parse_args(argv))
+
+def _console(command, argv):
+    "Console command `loranb-<command>`: its own parser, errors as one line `loranb-<command>: error: ...`; None (exit 0) on success."
+    prog = f'loranb-{command}'
+    def run(words): run_tool(tool_arguments(argparse.ArgumentParser(prog=prog, description=_TOOLS[command]), command).parse_args(words))
+    run_cli(prog, run, argv)
+
 def merge_cli(argv=None): # words after `loranb-merge`; default: sys.argv[1:]
-    "`loranb-merge A:1 B:0.5 --out C [--rank 8]`: `main` with the command 'merge'."
-    return run_cli('loranb-merge', lambda words: main(['merge', *words]), argv)
+    "`loranb-merge A:1 B:0.5 --output C [--rank 8]`."
+    _console('merge', argv)
 
 def resize_cli(argv=None): # words after `loranb-resize`
-    "`loranb-resize A --rank 4 --out B`: `main` with the command 'resize'."
-    return run_cli('loranb-resize', lambda words: main(['resize', *words]), argv)
+    "`loranb-resize A --rank 4 --output B`."
+    _console('resize', argv)
 
 def extract_cli(argv=None): # words after `loranb-extract`
-    "`loranb-extract --base M --tuned N --rank 8 --out C`: `main` with the command 'extract'."
-    return run_cli('loranb-extract', lambda words: main(['extract', *words]), argv)
+    "`loranb-extract --base M --tuned N --rank 8 --output C`."
+    _console('extract', argv)
 
-if __name__ == '__main__' and '__file__' in globals(): main()   # python -m loranb.beyond ...; never inside a notebook
+if __name__ == '__main__' and '__file__' in globals(): run_cli('python -m loranb.beyond', main)   # never inside a notebook

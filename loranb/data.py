@@ -25,7 +25,7 @@ from datasets import Dataset, load_dataset, load_from_disk
 from safetensors.torch import load_file, save_file
 
 from .world import draw, show_images, BASE_SHAPES, BASE_COLOURS
-from .models import InputError, RunError, reading, writing, atomic_replace, file_sha256
+from .errors import InputError, RunError, reading, writing, atomic_replace, file_sha256   # Inside the engine: errors and files
 
 # %% ../nbs/02_data.ipynb #c006
 def make_shapes_folder(folder, n=8, size=64, layout='imagefolder', seed=0):
@@ -374,45 +374,6 @@ def _encode_rows(data, idx, flips, vae):
                 out[f'{i}.{int(flip)}.std'] = dist.std[k].contiguous().cpu()
     return out
 
-# %% ../nbs/02_data.ipynb #c041
-@torch.no_grad()
-def build_cache(data,           # a CaptionedImages without cache
-                vae, text_encoder,
-                folder=None,    # where the cache lives; None with in_memory
-                in_memory=False,
-                batch_size=8,   # rows encoded at once
-                shard_size=256, # rows per shard file
-                progress=True):
-    "Encode every row (both flips if `random_flip`) and caption alternative of `data` once; return a `LatentCache`."
-    from tqdm.auto import tqdm
-    cache = LatentCache(folder, in_memory)
-    flips = [False, True] if data.random_flip else [False]
-    shards = [list(range(s, min(s + shard_size, len(data)))) for s in range(0, len(data), shard_size)]
-    unique = sorted({c for opts in data.captions for c in opts})   # every distinct caption once
-    on_disk = folder is not None and not in_memory
-    index = _open_index(folder, dict(rows=len(data), flips=flips, captions=len(unique), shards=len(shards))) if on_disk else None
-    with tqdm(shards, desc='caching latents', disable=not progress) as bar:   # closed on an error too
-        for n, shard in enumerate(bar):
-            path = Path(folder)/f'latents-{n:05d}.safetensors' if on_disk else None
-            tensors = _verified_load(path, index) if on_disk else None
-            if tensors is None:
-                tensors = {}
-                for b in range(0, len(shard), batch_size): tensors.update(_encode_rows(data, shard[b:b+batch_size], flips, vae))
-                if on_disk: _save_shard(tensors, path, index, need=_nbytes(tensors) * (len(shards) - n))
-            for i in shard:
-                for flip in flips: cache.mean[(i, flip)], cache.std[(i, flip)] = tensors[f'{i}.{int(flip)}.mean'], tensors[f'{i}.{int(flip)}.std']
-    pos = {c: k for k, c in enumerate(unique)}
-    cache.caption_ix = [[pos[c] for c in opts] for opts in data.captions]
-    text_path = Path(folder)/'text.safetensors' if on_disk else None
-    stored = _verified_load(text_path, index) if on_disk else None
-    if stored is not None: cache.text_emb = stored['text']
-    else:
-        embs = [text_encoder(tokenize(data.tokenizer, unique[b:b+64]).to(text_encoder.device))[0].cpu() for b in range(0, len(unique), 64)]
-        cache.text_emb = torch.cat(embs)
-        if on_disk: _save_shard({'text': cache.text_emb.contiguous()}, text_path, index, need=_nbytes({'t': cache.text_emb}))
-    if on_disk: index['complete'] = True; _write_index(folder, index)
-    return cache
-
 # %% ../nbs/02_data.ipynb #c041a
 def _nbytes(tensors): return sum(t.numel() * t.element_size() for t in tensors.values())
 
@@ -455,6 +416,45 @@ def _save_shard(tensors, path, index, need=None):
     finally: tmp.unlink(missing_ok=True)
     index['files'][path.name] = sha
     _write_index(path.parent, index)
+
+# %% ../nbs/02_data.ipynb #c041
+@torch.no_grad()
+def build_cache(data,           # a CaptionedImages without cache
+                vae, text_encoder,
+                folder=None,    # where the cache lives; None with in_memory
+                in_memory=False,
+                batch_size=8,   # rows encoded at once
+                shard_size=256, # rows per shard file
+                progress=True):
+    "Encode every row (both flips if `random_flip`) and caption alternative of `data` once; return a `LatentCache`."
+    from tqdm.auto import tqdm
+    cache = LatentCache(folder, in_memory)
+    flips = [False, True] if data.random_flip else [False]
+    shards = [list(range(s, min(s + shard_size, len(data)))) for s in range(0, len(data), shard_size)]
+    unique = sorted({c for opts in data.captions for c in opts})   # every distinct caption once
+    on_disk = folder is not None and not in_memory
+    index = _open_index(folder, dict(rows=len(data), flips=flips, captions=len(unique), shards=len(shards))) if on_disk else None
+    with tqdm(shards, desc='caching latents', disable=not progress) as bar:   # closed on an error too
+        for n, shard in enumerate(bar):
+            path = Path(folder)/f'latents-{n:05d}.safetensors' if on_disk else None
+            tensors = _verified_load(path, index) if on_disk else None
+            if tensors is None:
+                tensors = {}
+                for b in range(0, len(shard), batch_size): tensors.update(_encode_rows(data, shard[b:b+batch_size], flips, vae))
+                if on_disk: _save_shard(tensors, path, index, need=_nbytes(tensors) * (len(shards) - n))
+            for i in shard:
+                for flip in flips: cache.mean[(i, flip)], cache.std[(i, flip)] = tensors[f'{i}.{int(flip)}.mean'], tensors[f'{i}.{int(flip)}.std']
+    pos = {c: k for k, c in enumerate(unique)}
+    cache.caption_ix = [[pos[c] for c in opts] for opts in data.captions]
+    text_path = Path(folder)/'text.safetensors' if on_disk else None
+    stored = _verified_load(text_path, index) if on_disk else None
+    if stored is not None: cache.text_emb = stored['text']
+    else:
+        embs = [text_encoder(tokenize(data.tokenizer, unique[b:b+64]).to(text_encoder.device))[0].cpu() for b in range(0, len(unique), 64)]
+        cache.text_emb = torch.cat(embs)
+        if on_disk: _save_shard({'text': cache.text_emb.contiguous()}, text_path, index, need=_nbytes({'t': cache.text_emb}))
+    if on_disk: index['complete'] = True; _write_index(folder, index)
+    return cache
 
 # %% ../nbs/02_data.ipynb #c043
 @dataclass

@@ -78,7 +78,7 @@ def main(argv=None):
     "Console command `loranb-demo [--output_dir DIR] [--steps N]`."
     def run(argv):
         p = argparse.ArgumentParser(prog='loranb-demo', description=run_demo.__doc__)
-        p.add_argument('--output_dir', default='loranb-demo', help='where to write the results (default: loranb-demo)')
+        p.add_argument('--output_dir', '--output', default='loranb-demo', help='where to write the results (default: loranb-demo)')
         p.add_argument('--steps', type=int, default=400, help='LoRA training steps (default: 400)')
         p.add_argument('--seed', type=int, default=0, help='seed (default: 0)')
         debug_flag(p)

@@ -6,7 +6,8 @@ Docs: https://loranb.github.io/loranb/world.html.md"""
 
 # %% auto #0
 __all__ = ['PALETTE', 'BACKGROUNDS', 'BASE_SHAPES', 'NEW_SHAPE', 'STAR', 'BASE_COLOURS', 'SIZES', 'RES', 'show_images', 'draw',
-           'caption', 'world_specs', 'make_world_folder', 'solidity', 'score', 'scorer_accuracy', 'rings_lora_path']
+           'caption', 'world_specs', 'make_world_folder', 'solidity', 'score', 'scorer_accuracy', 'wilson', 'Rate',
+           'plot_rates', 'rings_lora_path']
 
 # %% ../nbs/01_world.ipynb #c003
 import json, math, random
@@ -128,6 +129,45 @@ def scorer_accuracy(n=800, seed=1, noise=8.0, shapes=BASE_SHAPES + (NEW_SHAPE,))
         arr = np.asarray(draw(*spec, rng=rng), float) + g.normal(0, noise, (RES, RES, 3))
         right += score(Image.fromarray(arr.clip(0, 255).astype(np.uint8)), stars=stars) == (spec[0], spec[1])
     return right / n
+
+# %% ../nbs/01_world.ipynb #r002
+def wilson(right,    # how many were right
+           n,        # out of how many
+           z=1.96):  # 1.96: a 95% interval
+    "Wilson's score interval (low, high) for the share `right / n`."
+    if n == 0: return (0.0, 1.0)
+    p = right / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
+
+class Rate:
+    "A measured share: `right` out of `n`, printed with its 95% Wilson interval."
+    def __init__(self, right, n): self.right, self.n = int(right), int(n)
+    @property
+    def share(self): return self.right / self.n if self.n else float('nan')
+    @property
+    def interval(self): return wilson(self.right, self.n)
+    def separated(self, other):
+        "True if the two 95% intervals do not overlap: a difference these counts resolve."
+        (a, b), (c, d) = self.interval, other.interval
+        return b < c or d < a
+    def __repr__(self):
+        lo, hi = self.interval
+        return f"{self.share:.0%} ({self.right}/{self.n}, 95% CI {lo:.0%}-{hi:.0%})"
+
+def plot_rates(rates,          # {label: Rate}
+               ax=None,        # a matplotlib axis (default: a new small figure)
+               title=None):
+    "Shares as dots with their 95% intervals as bars, one row per label."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(5, 0.45 * len(rates) + 0.8))
+    for i, (label, r) in enumerate(rates.items()):
+        lo, hi = r.interval
+        ax.plot([lo, hi], [i, i], color='C0', lw=2); ax.plot(r.share, i, 'o', color='C0')
+        ax.annotate(f"{r.share:.0%}  n={r.n}", (hi, i), xytext=(4, -3), textcoords='offset points', fontsize=8)
+    ax.set(yticks=range(len(rates)), yticklabels=list(rates), xlim=(0, 1.15), xlabel='share right (95% interval)', title=title)
+    ax.invert_yaxis()
+    return ax
 
 # %% ../nbs/01_world.ipynb #n002x
 def rings_lora_path():

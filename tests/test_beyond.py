@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from loranb.train import to_lycoris
 from loranb.hub import apply_lycoris
 from loranb.beyond import (VARIANTS, LORA_FILE, adapted_weight, add_variant, adapter_params,
-                           lora_deltas, merge_loras, resize_lora, main)
+                           lora_deltas, lora_factors, merge_loras, resize_lora, main)
 from loranb.lora import UNET_ATTENTION, matches
 from loranb.world import rings_lora_path
 
@@ -117,9 +117,9 @@ def test_lycoris_bad_key_changes_nothing(world):
 
 def test_exact_merge_equals_two_adapters(world, ring, tmp_path):
     "A CLI merge of the ring LoRA and its rank-4 resize equals diffusers' set_adapters at weights 1 and 1 (<= 1e-5)."
-    out = _run('resize', RING, '--rank', 4, '--out', tmp_path/'r4')
+    out = _run('resize', RING, '--rank', 4, '--output', tmp_path/'r4')
     assert 'rank 4' in out and 'relative error' in out
-    out = _run('merge', f'{RING}:1', f'{tmp_path/"r4"}:1.0', '--out', tmp_path/'merged')
+    out = _run('merge', f'{RING}:1', f'{tmp_path/"r4"}:1.0', '--output', tmp_path/'merged')
     assert 'rank 12' in out
     from diffusers.utils import logging
     logging.set_verbosity_error()
@@ -151,7 +151,7 @@ def test_extract_recovers_fused_ring_lora(world, ring, tmp_path):
     pipe = _pipe(world, copy.deepcopy(world.unet))
     pipe.load_lora_weights(str(ring), weight_name=LORA_FILE); pipe.fuse_lora(); pipe.unload_lora_weights()
     pipe.unet.save_pretrained(tmp_path/'fused')
-    out = _run('extract', '--base', 'loranb:world', '--tuned', tmp_path/'fused', '--rank', 8, '--targets', RING_TARGETS, '--out', tmp_path/'x')
+    out = _run('extract', '--base', 'loranb:world', '--tuned', tmp_path/'fused', '--rank', 8, '--targets', RING_TARGETS, '--output', tmp_path/'x')
     assert '84 layers' in out
     got, want = lora_deltas(tmp_path/'x'), lora_deltas(RING)
     assert_eq(set(got), set(want))
@@ -166,13 +166,14 @@ def test_extract_recovers_fused_ring_lora(world, ring, tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path):
-    res = subprocess.run([sys.executable, '-m', 'loranb.beyond', 'resize', str(tmp_path/'missing'), '--rank', '2', '--out', str(tmp_path/'o')],
+    res = subprocess.run([sys.executable, '-m', 'loranb.beyond', 'resize', str(tmp_path/'missing'), '--rank', '2', '--output', str(tmp_path/'o')],
                          capture_output=True, text=True)
-    assert res.returncode != 0 and 'missing' in res.stderr
+    assert res.returncode == 2 and 'missing' in res.stderr and 'Traceback' not in res.stderr, res.stderr[-2000:]
     with pytest.raises(SystemExit): main(['frobnicate'])
     from loranb.beyond import resize_cli
-    report = resize_cli([str(RING), '--rank', '3', '--out', str(tmp_path/'r3')])    # what the loranb-resize entry point runs
-    assert_eq(report.rank, 3); assert (tmp_path/'r3'/LORA_FILE).exists()
+    # what the loranb-resize entry point runs: None, so that the console script exits 0; --out is an alias of --output
+    assert resize_cli([str(RING), '--rank', '3', '--out', str(tmp_path/'r3')]) is None
+    assert_eq(len(lora_factors(tmp_path/'r3')[LAYER][0]), 3)
     assert_fail(lambda: add_variant(nn.Linear(4, 4), 'lorb'), contains="unknown adapter 'lorb'")
 
 

@@ -8,10 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline
 export LORANB_CACHE="${LORANB_CACHE:-$HOME/.cache/loranb}"
-files=("$@"); [ ${#files[@]} -gt 0 ] || files=(nbs/[0-9]*.ipynb nbs/index.ipynb)
+files=("$@"); [ ${#files[@]} -gt 0 ] || files=(nbs/[0-9]*.ipynb nbs/engine/*.ipynb nbs/index.ipynb)
 total=0
 for nb in "${files[@]}"; do
   start=$(date +%s)
+  # widget state left by an earlier run describes widgets this run will not make: start from none
+  python -c "import json,sys; p=sys.argv[1]; nb=json.load(open(p)); nb['metadata'].pop('widgets',None); open(p,'w').write(json.dumps(nb,indent=1,ensure_ascii=False)+'\n')" "$nb"
   if ! jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3600 \
        --ExecutePreprocessor.kernel_name=python3 "$nb" >"${TMPDIR:-/tmp}/loranb-execute.log" 2>&1; then
     tail -40 "${TMPDIR:-/tmp}/loranb-execute.log"; echo "FAILED: $nb"; exit 1

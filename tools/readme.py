@@ -10,8 +10,8 @@ root = Path(__file__).resolve().parent.parent
 
 def render():
     nb = nbformat.read(root/'nbs'/'index.ipynb', as_version=4)
-    # nbdev directives and hidden cells stay out of the README, as in nbdev-readme
-    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(('#| hide', '#|hide', '#| default_exp'))]
+    # nbdev directives, hidden cells and cells shown by their output alone (echo: false) stay out of the README
+    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith(('#| hide', '#|hide', '#| default_exp', '#| echo: false'))]
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs = []
     body, _ = MarkdownExporter(exclude_output=True).from_notebook_node(nb)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every test of loranb: notebooks and module in sync, README in sync, notebook tests, integration tests.
+# Run every test of loranb: notebooks and module in sync, README in sync, the code's shape, notebook tests, integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -14,6 +14,7 @@ if [ "$before" != "$after" ]; then
   git status --short -- loranb; exit 1
 fi
 python tools/readme.py --check
+python tools/code_check.py   # function length, train.py size, import circles, lesson order
 
 echo "== 2. nbdev-test: the lessons' own tests"
 nbdev-test --n-workers 2 --timing
