@@ -59,7 +59,8 @@ def quiet_library_bars():
     "Turn off the bars transformers, diffusers and datasets draw while loading or writing models; the Hub's download bars stay."
     import transformers, diffusers, datasets, huggingface_hub
     transformers.utils.logging.disable_progress_bar(); diffusers.utils.logging.disable_progress_bar(); datasets.disable_progress_bars()
-    huggingface_hub.utils.enable_progress_bars()   # transformers' switch turns the downloads' bars off too: a 4 GB download deserves one
+    if not huggingface_hub.constants.HF_HUB_DISABLE_PROGRESS_BARS:   # unless the user turned them off themselves,
+        huggingface_hub.utils.enable_progress_bars()   # the downloads keep theirs (transformers' switch turns them off too)
 
 
 # %% ../nbs/engine/20_errors.ipynb #c052
@@ -182,7 +183,6 @@ def hub_online(timeout=3.0): # seconds to wait for a connection
         return True
     except OSError: return False
 
-from contextlib import contextmanager
 
 @contextmanager
 def offline_unless_reachable():

@@ -6,13 +6,15 @@ Docs: https://loranb.github.io/loranb/hub.html.md"""
 
 # %% auto #0
 __all__ = ['UPLOAD', 'lycoris_deltas', 'apply_lycoris', 'add_lycoris', 'file_layers', 'load_lora', 'lora_weight_arg',
-           'pipeline_dtype', 'load_pipeline', 'fuse', 'push_lora', 'export_cli', 'sample_cli']
+           'pipeline_dtype', 'load_pipeline', 'fuse', 'push_lora', 'export_cli', 'sample_cli', 'LEGACY',
+           'base_model_of', 'convert_legacy', 'export_kohya', 'is_lycoris', 'legacy_example', 'lora_source',
+           'lora_weight_file', 'lycoris_delta', 'read_lora', 'to_kohya']
 
 # %% ../nbs/08_hub.ipynb #c003
-import argparse, json, re, shutil, sys
+import argparse, re, shutil, sys
 from pathlib import Path
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from PIL import Image
 
 from .errors import hub_online, notices_dropped, InputError, RunError, reading, writing, atomic_replace, debug_flag, run_cli
@@ -22,6 +24,7 @@ from .sample import generate, image_grid
 from .errors import check_writable
 from .lorafiles import (LORA_FILE, LYCORIS_KEYS, LEGACY, base_model_of, _is_local, convert_legacy, lora_weight_file, lora_source,
                               read_lora, _alpha_of, _file_keys, legacy_example, is_lycoris, lycoris_delta, to_kohya, export_kohya)
+_all_ = ['LEGACY', 'base_model_of', 'convert_legacy', 'export_kohya', 'is_lycoris', 'legacy_example', 'lora_source', 'lora_weight_file', 'lycoris_delta', 'read_lora', 'to_kohya']   # offered here before they moved to the engine, and still
 
 
 # %% ../nbs/08_hub.ipynb #h002

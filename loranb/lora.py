@@ -7,7 +7,7 @@ Docs: https://loranb.github.io/loranb/lora.html.md"""
 # %% auto #0
 __all__ = ['UNET_ATTENTION', 'UNET_FEED_FORWARD', 'UNET_PROJ', 'TEXT_ATTENTION', 'LoRALinear', 'matches', 'inject_lora',
            'add_lora', 'cast_trainable_to_fp32', 'encode_world', 'noise_loss', 'train_world', 'world_pipeline',
-           'drawn_right']
+           'drawn_right', 'LORA_FILE', 'PORTABLE_LORA_FIELDS', 'lora_state_dict', 'save_lora', 'write_lora']
 
 # %% ../nbs/04_lora.ipynb #c003
 import random
@@ -21,6 +21,7 @@ from .models import InputError, RunError, writing, atomic_replace
 from .schedule import add_noise
 from .world import draw, caption, score, RES
 from .lorafiles import LORA_FILE, PORTABLE_LORA_FIELDS, lora_state_dict, _adapter_metadata, _check_finite, write_lora, save_lora
+_all_ = ['LORA_FILE', 'PORTABLE_LORA_FIELDS', 'lora_state_dict', 'save_lora', 'write_lora']   # offered here before they moved to the engine, and still
 
 
 # %% ../nbs/04_lora.ipynb #c006

@@ -9,7 +9,9 @@ __all__ = ['SD1_SCHEDULE', 'TINY', 'BUILT_IN', 'PARTS_HELP', 'WORLD', 'COLOURS',
            'sd1_text_config', 'count_params', 'sd1_random', 'cache_root', 'SDParts', 'world_model_path',
            'resolve_model', 'load_parts', 'tiny_unet_config', 'tiny_vae_config', 'tiny_text_config', 'bytes_to_unicode',
            'learn_bpe', 'save_clip_tokenizer', 'default_captions', 'make_tiny_model', 'tiny_model_cli',
-           'tiny_model_path']
+           'tiny_model_path', 'InputError', 'LoranbError', 'RunError', 'atomic_replace', 'debug_flag', 'explain',
+           'file_sha256', 'fsync_path', 'hub_online', 'offline_unless_reachable', 'reading', 'run_cli', 'short_error',
+           'writing']
 
 # %% ../nbs/00_models.ipynb #c003
 import argparse, errno, hashlib, json, os, re, sys
@@ -23,6 +25,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusi
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .errors import (LoranbError, InputError, RunError, short_error, explain, debug_flag, run_cli, reading, writing, fsync_path, atomic_replace, file_sha256, check_writable, hub_online, offline_unless_reachable)   # Inside the engine: errors and files
+_all_ = ['InputError', 'LoranbError', 'RunError', 'atomic_replace', 'debug_flag', 'explain', 'file_sha256', 'fsync_path', 'hub_online', 'offline_unless_reachable', 'reading', 'run_cli', 'short_error', 'writing']   # offered here before they moved to the engine, and still
 
 
 # %% ../nbs/00_models.ipynb #c016

@@ -8,10 +8,18 @@ Docs: https://loranb.github.io/loranb/train.html.md"""
 __all__ = ['add_adapter', 'diffusion_loss', 'vae_dtype', 'grad_norm', 'optimizer_step', 'reg_batch', 'TrainResult', 'push_to_hub',
            'Run', 'start_run', 'load_data', 'load_adapter', 'cache_data', 'prepare_optimization', 'resume_run',
            'open_outputs', 'validate', 'evaluate', 'train_step', 'checkpoint', 'after_step', 'run_epochs', 'finish_run',
-           'run_result', 'train', 'main']
+           'run_result', 'train', 'main', 'TrainConfig', 'config_parser', 'parse_config', 'ADAPTERS', 'LORA_INITS',
+           'PRECISIONS', 'LR_SCHEDULERS', 'TRACKERS', 'RANGES', 'autocast', 'adapter_config', 'run_adapter_config',
+           'check_adapter', 'check_buckets', 'check_config', 'resolve_precision', 'check_writable', 'LORA_FILE',
+           'RAW_LORA_FILE', 'LYCORIS_KEYS', 'SECRET_FIELDS', 'adapter_state', 'to_lycoris', 'adapter_scaling',
+           'write_adapter', 'adapter_summary', 'public_config', 'write_model_card', 'ADAPTER_STATE',
+           'CHECKPOINT_MANIFEST', 'RESUME_SETTINGS', 'EpochSampler', 'BucketBatchSampler', 'save_adapter_state',
+           'load_adapter_state', 'resume_settings', 'list_checkpoints', 'save_checkpoint', 'load_lora_into',
+           'checkpoint_problem', 'check_resumable', 'resume_point', 'split_rows', 'validation_loss', 'sample_images',
+           'loss_figure', 'LossPlot', 'set_adapters_enabled', 'AdapterEMA']
 
 # %% ../nbs/06_train.ipynb #c003
-import contextlib, dataclasses, json, math, random, shutil, time, types
+import contextlib, dataclasses, json, math, shutil, time, types
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -34,6 +42,17 @@ from .checkpoint import (ADAPTER_STATE, CHECKPOINT_MANIFEST, RESUME_SETTINGS, Ep
                                load_adapter_state, resume_settings, list_checkpoints, save_checkpoint, load_lora_into, checkpoint_problem,
                                check_resumable, resume_point, resumable_loader, epoch_batches, load_training_state)
 from .monitor import split_rows, validation_loss, sample_images, loss_figure, LossPlot, set_adapters_enabled, AdapterEMA, _in_notebook, _trackers, _log_images
+# names this module offered before its plumbing moved out, kept importable from here (`from loranb.train import *` too)
+from safetensors.torch import load_file, save_file
+from .errors import reading, short_error, file_sha256, debug_flag; from loranb.data import check_source, check_resolution
+from .lora import UNET_ATTENTION; from loranb.sample import generate
+_all_ = ['TrainConfig', 'config_parser', 'parse_config', 'ADAPTERS', 'LORA_INITS', 'PRECISIONS', 'LR_SCHEDULERS', 'TRACKERS', 'RANGES',
+         'autocast', 'adapter_config', 'run_adapter_config', 'check_adapter', 'check_buckets', 'check_config', 'resolve_precision',
+         'check_writable', 'LORA_FILE', 'RAW_LORA_FILE', 'LYCORIS_KEYS', 'SECRET_FIELDS', 'adapter_state', 'to_lycoris', 'adapter_scaling',
+         'write_adapter', 'adapter_summary', 'public_config', 'write_model_card', 'ADAPTER_STATE', 'CHECKPOINT_MANIFEST', 'RESUME_SETTINGS',
+         'EpochSampler', 'BucketBatchSampler', 'save_adapter_state', 'load_adapter_state', 'resume_settings', 'list_checkpoints',
+         'save_checkpoint', 'load_lora_into', 'checkpoint_problem', 'check_resumable', 'resume_point', 'split_rows', 'validation_loss',
+         'sample_images', 'loss_figure', 'LossPlot', 'set_adapters_enabled', 'AdapterEMA']
 
 
 # %% ../nbs/06_train.ipynb #a002
@@ -276,7 +295,7 @@ def resume_run(run):
     return run
 
 def open_outputs(run):
-    "Make the output folder (only now: a run that fails before training leaves none behind), start the trackers, the bar and the live plot."
+    "Phase 7, outputs: make the output folder (only now: a run that fails before training leaves none behind), start the trackers, the bar and the live plot."
     from tqdm.auto import tqdm
     if run.main:
         with writing(run.out, 'the output folder'): run.out.mkdir(parents=True, exist_ok=True)
@@ -333,7 +352,7 @@ def evaluate(run):
 
 # %% ../nbs/06_train.ipynb #ph_p8
 def train_step(run, batch):
-    "Phase 7, a step: encode, noise, loss (plus the regularisation loss), backward; at an accumulation boundary, the optimizer step. (mean loss, gradient norm or None), or None between boundaries."
+    "One step of phase 8: encode, noise, loss (plus the regularisation loss), backward; at an accumulation boundary, the optimizer step. (mean loss, gradient norm or None), or None between boundaries."
     c, acc, m = run.c, run.accelerator, run.modules
     with acc.accumulate(*m):
         latents, text = encode_batch(batch, run.parts.vae, run.te_live if c.train_text_encoder else run.parts.text_encoder, run.generator, run.device)
@@ -367,7 +386,7 @@ def _skipped(run, loss_value):
                        _nonfinite_advice(run.precision, run.lr))
 
 def checkpoint(run, epoch, done):
-    "Phase 8, checkpoint: `loranb.checkpoint.save_checkpoint` with everything this run needs to continue exactly."
+    "In phase 8, a checkpoint: `loranb.checkpoint.save_checkpoint` with everything this run needs to continue exactly."
     extra = dict(val_losses=list(run.val_losses), ema=run.ema.state_dict() if run.ema is not None else None)
     return save_checkpoint(run.out, run.step, run.unwrapped[0], run.unwrapped[1] if run.c.train_text_encoder else None, run.optimizer,
                            run.lr_scheduler, run.scaler, run.generator, epoch, done, run.c.checkpoints_total_limit, resume_settings(run.c),
@@ -389,7 +408,7 @@ def after_step(run, mean_loss, norm, epoch, done):
 
 # %% ../nbs/06_train.ipynb #ph_p9
 def run_epochs(run):
-    "The epochs: batches in resumable order, a step at each accumulation boundary, until `max_steps`; the held-out loss at the end."
+    "Phase 8, the epochs: batches in resumable order, a step at each accumulation boundary, until `max_steps`; the held-out loss at the end."
     c = run.c
     try:
         for epoch in range(run.first_epoch, run.epochs if run.step < run.max_steps else run.first_epoch):   # finished: no more steps
@@ -409,7 +428,7 @@ def run_epochs(run):
 
 
 # %% ../nbs/06_train.ipynb #ph_p10
-def _base_vs_lora(run, grid):
+def _base_vs_lora(run):
     "Save samples/base-vs-lora.png: the validation prompt from the base model (adapters off, or PiSSA's start put back) above the LoRA's."
     from peft import set_peft_model_state_dict
     if run.start is None:
@@ -446,7 +465,7 @@ def finish_run(run):
             _write_logs(run)
             if ema is not None: run.validated.pop(run.step, None)   # a grid of this step from the raw weights: draw it again from the average
             grid = validate(run, f'step-{run.step}') if c.validation_prompt else None
-            if grid: _base_vs_lora(run, grid)
+            if grid: _base_vs_lora(run)
         with writing(out/'README.md', 'the model card'): run.card_path = write_model_card(c, out, grid.relative_to(out).as_posix() if grid else None)
     run.accelerator.end_training()
     if run.main and c.push_to_hub: push_to_hub(c, out)

@@ -2,8 +2,8 @@
 
 For each command: `--help` prints a usage line naming the command and exits 0; a bad input exits 2 with one paragraph
 `<command>: error: ...`, no traceback; and, where it is cheap, a run that works exits 0, writes what it should, and prints
-on stderr nothing but the command's own messages (`own_messages_only`). loranb-world-model and loranb-demo take over a
-minute even at one step, so they are checked for --help and bad input only.
+on stderr nothing but the command's own messages (`own_messages_only`). loranb-world-model and loranb-demo run with one
+step each (half a minute and a minute and a half), beside the others.
 
 All the commands run at once at the start, two at a time next to a chain of successful runs that each uses what the one
 before wrote (tiny model -> LoRA -> sample, export, merge, resize -> extract): about 4 minutes of CPU, two minutes on two
@@ -103,6 +103,8 @@ def runs(tmp_path_factory, _offline_and_private_cache):
             (root/'bad'/cmd).mkdir(parents=True)
             futures['bad', cmd] = quick.submit(cli, env, cmd, *args, cwd=root/'bad'/cmd)
             futures['help', cmd] = quick.submit(cli, env, cmd, '--help')
+        futures['slow'] = {'loranb-world-model': quick.submit(cli, env, 'loranb-world-model', root/'world', '--vae_steps=1', '--unet_steps=1'),
+                           'loranb-demo': quick.submit(cli, env, 'loranb-demo', '--steps=1', f'--output_dir={root/"demo"}')}
         yield futures
 
 
@@ -137,16 +139,23 @@ def _expected(root):
             'loranb-train': [root/'lora'/LORA, root/'lora'/'README.md'],
             'loranb-sample': [root/'sample.png'],
             'loranb-export': [root/'kohya.safetensors', root/'fused'/'model_index.json', root/'fused'/'unet'],
-            'loranb-merge': [root/'merged'/LORA], 'loranb-resize': [root/'r2'/LORA], 'loranb-extract': [root/'x'/LORA]}
+            'loranb-merge': [root/'merged'/LORA], 'loranb-resize': [root/'r2'/LORA], 'loranb-extract': [root/'x'/LORA],
+            'loranb-world-model': [root/'world'/'model_index.json', root/'world'/'unet'],
+            'loranb-demo': [root/'demo'/'before.png', root/'demo'/'after.png', root/'demo'/LORA, root/'demo'/'README.md']}
 
 SUCCESS_OUT = {'loranb-tiny-model': 'tiny SD v1 model written to', 'loranb-train': 'LoRA saved to', 'loranb-sample': '64x64 px',
-               'loranb-export': 'wrote', 'loranb-merge': 'rank 8, ', 'loranb-resize': 'rank 2, ', 'loranb-extract': 'rank 4, '}
+               'loranb-export': 'wrote', 'loranb-merge': 'rank 8, ', 'loranb-resize': 'rank 2, ', 'loranb-extract': 'rank 4, ',
+               'loranb-world-model': 'wrote', 'loranb-demo': 'rings, with the LoRA (after)'}
+
+def _result(runs, cmd):
+    "The finished run of a command that worked: from the chain, or from the slow ones beside it."
+    return runs['slow'][cmd].result() if cmd in runs['slow'] else runs['success'].result()[cmd]
 
 
 @pytest.mark.parametrize('cmd', list(SUCCESS_OUT))
 def test_success(runs, cmd):
     "Exit 0 (the merge, resize and extract entry points return None, not their report), the files, the stdout message."
-    res = runs['success'].result()[cmd]
+    res = _result(runs, cmd)
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-1000:]}\n{res.stderr[-3000:]}"
     assert 'LoraReport' not in res.stderr and 'Traceback' not in res.stderr, res.stderr[-3000:]
     for f in _expected(runs['root'])[cmd]: assert f.exists(), f
@@ -156,6 +165,6 @@ def test_success(runs, cmd):
 @pytest.mark.parametrize('cmd', list(SUCCESS_OUT))
 def test_success_stderr_is_own_messages(runs, cmd):
     "A run that works prints nothing on stderr but the command's own messages: no library warning, no library progress bar."
-    res = runs['success'].result()[cmd]
+    res = _result(runs, cmd)
     assert res.returncode == 0
     assert own_messages_only(res, cmd) == [], res.stderr[-3000:]

@@ -120,7 +120,8 @@ def load_notebook(page):
     nb = json.loads(page.src.read_text(encoding='utf-8'))
     page.widgets = nb.get('metadata', {}).get('widgets', {}).get('application/vnd.jupyter.widget-state+json', {})
     page.widgets = page.widgets.get('state', {})
-    page.cells = [dict(c, source=_text(c.get('source', ''))) for c in nb.get('cells', [])]
+    # the notebook's own Colab badge cell (tools/colab_cells.py) is left out: every page carries the badge in its header
+    page.cells = [dict(c, source=_text(c.get('source', ''))) for c in nb.get('cells', []) if c.get('id') != 'colab-badge']
     for c in page.cells:
         if c['cell_type'] == 'markdown' and c['source'].lstrip().startswith('# '):
             lines = c['source'].strip().splitlines()
