@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from .lora import LORA_FILE, UNET_ATTENTION, matches
 from .models import run_cli, reading, debug_flag, InputError
 from .hub import lora_weight_arg
+from .lorafiles import check_values
 
 # %% ../nbs/12_beyond_lora.ipynb #b008
 def lora_scaling(alpha,          # lora_alpha
@@ -134,11 +135,13 @@ def lora_factors(lora): # a diffusers-format LoRA folder or .safetensors file (a
     path = Path(lora)/LORA_FILE if Path(lora).is_dir() else Path(lora)
     with reading(path, 'LoRA file'), safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
     alpha, rslora = meta.get('unet.lora_alpha'), meta.get('unet.use_rslora', False)
-    if meta.get('unet.alpha_pattern'): raise ValueError(f"'{path}' sets a per-layer alpha (alpha_pattern), which this reader does not support")
+    if meta.get('unet.alpha_pattern'): raise InputError(f"'{path}' sets a per-layer alpha (alpha_pattern), which this reader does not support", "merge, resize or extract LoRAs with one alpha")
     parts = {}
-    for k, v in load_file(str(path)).items():
+    with reading(path, 'LoRA file'): tensors = check_values(load_file(str(path)), path)
+    for k, v in tensors.items():
         m = _KEY.match(k)
-        if not m: raise ValueError(f"key '{k}' of '{path}' is not a UNet LoRA key in diffusers' layout (unet.<module>.lora.down.weight)")
+        if not m: raise InputError(f"key '{k}' of '{path}' is not a UNet LoRA key in diffusers' layout (unet.<module>.lora.down.weight)",
+                                "save it in diffusers' layout first: load it with loranb.hub.load_lora, or read a kohya file with loranb.lorafiles.from_kohya")
         module, kind = m.group(1), {'A': 'down', 'B': 'up'}.get(m.group(3), m.group(2))
         parts.setdefault(module, {})[kind] = v.float()
     out = {}
@@ -211,7 +214,7 @@ def _targets_of(lora):
     path = Path(lora)/LORA_FILE if Path(lora).is_dir() else Path(lora)
     with reading(path, 'LoRA file'), safe_open(str(path), 'pt') as f: meta = json.loads((f.metadata() or {}).get('lora_adapter_metadata', '{}'))
     found = meta.get('unet.target_modules')
-    if not found: raise ValueError(f"'{path}' records no target_modules in its metadata; re-save it with loranb.lora.save_lora")
+    if not found: raise InputError(f"'{path}' records no target_modules in its metadata", "re-save it with loranb.lora.save_lora")
     return set(found)
 
 def _stack(parts, module, shape):
@@ -223,11 +226,21 @@ def _stack(parts, module, shape):
         downs.append(down); ups.append(weight * up)
     return torch.cat(downs), torch.cat(ups, dim=1)
 
+def _check_same_layers(loras, factors):
+    "Refuse LoRAs whose common layers differ in shape: they were made for different base models."
+    for i in range(1, len(factors)):
+        for module in set(factors[0]) & set(factors[i]):
+            if factors[0][module][2] != factors[i][module][2]:
+                raise InputError(f"'{loras[0][0]}' and '{loras[i][0]}' were made for different base models: layer {module} is "
+                                 f"{tuple(factors[0][module][2])} in the first and {tuple(factors[i][module][2])} in the second",
+                                 "merge LoRAs trained on one base model")
+
 def merge_loras(loras,      # [(path, weight), ...]: diffusers-format LoRA folders or files
                 out,        # folder to write
                 rank=None): # None: exact, the ranks stacked; an int: compressed to this rank by SVD
     "Merge LoRAs into one whose Delta W is the weighted sum of theirs; report the relative error of Delta W."
     parts = [(lora_factors(p), w) for p, w in loras]
+    _check_same_layers(loras, [f for f, _ in parts])
     modules = sorted(set().union(*(f for f, _ in parts)))
     factors, errors, norms = {}, {}, {}
     for module in modules:

@@ -6,8 +6,8 @@ Docs: https://loranb.github.io/loranb/engine/config.html.md"""
 
 # %% auto #0
 __all__ = ['FLAG_ALIASES', 'ADAPTERS', 'LORA_INITS', 'PRECISIONS', 'LR_SCHEDULERS', 'TRACKERS', 'RANGES', 'TrainConfig',
-           'config_parser', 'parse_config', 'check_adapter', 'resolve_precision', 'check_buckets', 'check_config',
-           'autocast', 'adapter_config', 'run_adapter_config']
+           'config_parser', 'parse_config', 'check_adapter', 'resolve_precision', 'nonfinite_advice', 'check_buckets',
+           'check_config', 'autocast', 'adapter_config', 'run_adapter_config']
 
 # %% ../nbs/engine/21_config.ipynb #g003
 import argparse, importlib, math, os
@@ -103,6 +103,7 @@ class TrainConfig:
     checkpointing_steps: int = _arg(500, "save a resumable checkpoint every this many steps")
     checkpoints_total_limit: int = _arg(None, "keep at most this many checkpoints")
     resume_from_checkpoint: str = _arg(None, "a checkpoint folder, or 'latest'")
+    allow_changed_data: bool = _arg(False, "resume although the training set changed since the checkpoint (no longer an exact resume)")
     logging_dir: str = _arg('logs', "tracker folder, inside output_dir")
     report_to: str = _arg('tensorboard', "tensorboard, wandb, all or none")
     push_to_hub: bool = _arg(False, "upload the output folder to the Hub at the end")
@@ -160,6 +161,13 @@ def resolve_precision(flag=None,   # the --mixed_precision flag
         raise InputError(f"--mixed_precision={flag} disagrees with the launcher's mixed_precision={env}",
                          "give one of them, or make them equal")
     return flag or env or 'no'
+
+def nonfinite_advice(precision, lr):
+    "What to do when a run keeps producing non-finite losses, for its precision."
+    if precision == 'fp16': return f"fp16 overflows easily: use --mixed_precision=bf16 (where the GPU has it) or no, or lower --learning_rate (now {lr:g})"
+    if precision == 'bf16': return f"lower --learning_rate (now {lr:g}), or use --mixed_precision=no"
+    return f"the run is in fp32, so the cause is the data or the settings: lower --learning_rate (now {lr:g}), or check the images"
+
 
 # %% ../nbs/engine/21_config.ipynb #g021
 def check_buckets(c):

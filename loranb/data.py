@@ -25,7 +25,7 @@ from datasets import Dataset, load_dataset, load_from_disk
 from safetensors.torch import load_file, save_file
 
 from .world import draw, show_images, BASE_SHAPES, BASE_COLOURS
-from .errors import InputError, RunError, reading, writing, atomic_replace, file_sha256   # Inside the engine: errors and files
+from .errors import InputError, RunError, reading, writing, atomic_replace, file_sha256, read_text, short_error   # Inside the engine: errors and files
 
 # %% ../nbs/02_data.ipynb #c006
 def make_shapes_folder(folder, n=8, size=64, layout='imagefolder', seed=0):
@@ -47,27 +47,48 @@ IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff'}
 def _kohya_dataset(folder):
     "A Dataset of the images in `folder` that have a same-name .txt caption."
     images = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in IMAGE_EXTS)
-    pairs = [(str(p), p.with_suffix('.txt').read_text().strip()) for p in images if p.with_suffix('.txt').exists()]
+    pairs = [(str(p), read_text(p.with_suffix('.txt'), 'caption file').strip()) for p in images if p.with_suffix('.txt').exists()]
     if not pairs: raise InputError(f"no images with same-name .txt captions in '{folder}'", "give each image a caption file, e.g. 0001.png and 0001.txt")
+    if len(pairs) < len(images):   # said, not silently dropped
+        alone = [p.name for p in images if not p.with_suffix('.txt').exists()]
+        print(f"{len(alone)} of {len(images)} images in '{folder}' have no .txt caption and are left out (e.g. {alone[0]})")
     return Dataset.from_dict({'image': [p for p, _ in pairs], 'text': [c for _, c in pairs]}).cast_column('image', datasets.Image(decode=False))
 
 def _csv_dataset(folder):
     "A Dataset from `folder`/metadata.csv (a file_name column and caption columns), read the same way on every datasets release."
     import csv
     with reading(Path(folder)/'metadata.csv', 'metadata file', 'fix the CSV: a header row with file_name and a caption column'):
-        rows = list(csv.DictReader(open(Path(folder)/'metadata.csv', newline='', encoding='utf-8')))
+        rows = list(csv.DictReader(io.StringIO(read_text(Path(folder)/'metadata.csv', 'metadata file'), newline='')))
     if not rows or 'file_name' not in rows[0]:
         raise InputError(f"'{Path(folder)/'metadata.csv'}' has no file_name column", "name the image column file_name, as imagefolder does")
     cols = {k: [r[k] for r in rows] for k in rows[0] if k != 'file_name'}
+    return Dataset.from_dict({'image': [str(Path(folder)/r['file_name']) for r in rows], **cols}).cast_column('image', datasets.Image(decode=False))
+
+def _jsonl_dataset(folder):
+    "imagefolder's metadata.jsonl, checked line by line (a line that is not a JSON object with file_name is named); a file not in UTF-8 is read as `read_text` says."
+    path = Path(folder)/'metadata.jsonl'
+    text, rows = read_text(path, 'metadata file'), []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        try: row = json.loads(line)
+        except ValueError as e: row = e
+        if not isinstance(row, dict) or 'file_name' not in row:
+            raise InputError(f"line {n} of '{path}' is not a JSON object with a file_name ({short_error(row) if isinstance(row, Exception) else line[:60]})",
+                             'fix that line: one object per line, e.g. {"file_name": "0001.png", "text": "a red ring"}')
+        rows.append(row)
+    if not rows: raise InputError(f"'{path}' lists no pictures", "add a line per picture, or remove the file")
+    if text == path.read_bytes().decode('utf-8-sig', errors='replace'):   # UTF-8: imagefolder reads it as it always has
+        return load_dataset('imagefolder', data_dir=str(folder), split='train')
+    cols = {k: [r.get(k) for r in rows] for k in dict.fromkeys(k for r in rows for k in r) if k != 'file_name'}
     return Dataset.from_dict({'image': [str(Path(folder)/r['file_name']) for r in rows], **cols}).cast_column('image', datasets.Image(decode=False))
 
 def _load_folder(folder):
     "Load a local folder: save_to_disk output, imagefolder with metadata, or kohya .txt captions."
     folder = Path(folder)
     if (folder/'state.json').exists() or (folder/'dataset_dict.json').exists():
-        ds = load_from_disk(str(folder))
+        with reading(folder, 'saved dataset', 'save it again with save_to_disk, or rebuild it'): ds = load_from_disk(str(folder))
         return ds['train'] if isinstance(ds, datasets.DatasetDict) else ds
-    if (folder/'metadata.jsonl').exists(): return load_dataset('imagefolder', data_dir=str(folder), split='train')
+    if (folder/'metadata.jsonl').exists(): return _jsonl_dataset(folder)
     if (folder/'metadata.csv').exists(): return _csv_dataset(folder)
     if any(folder.rglob('*.txt')): return _kohya_dataset(folder)
     raise InputError(f"'{folder}' has no metadata.jsonl or metadata.csv, no .txt captions and no save_to_disk files",
@@ -173,14 +194,15 @@ def scan_images(ds, image_column='image', resolution=512):
 INTERPOLATIONS = {'lanczos': Image.Resampling.LANCZOS, 'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resampling.BICUBIC,
                   'nearest': Image.Resampling.NEAREST, 'box': Image.Resampling.BOX, 'hamming': Image.Resampling.HAMMING}
 
-def check_resolution(resolution):
-    "Raise if `resolution` is not a positive multiple of 8, naming the nearest valid values."
+def check_resolution(resolution,          # a side in pixels
+                     flag='--resolution'): # the flag (or argument) it came from, named in the message
+    "Raise if `resolution` is not a positive multiple of 8, naming the flag and the nearest valid values."
     if not isinstance(resolution, int) or resolution < 8:
-        raise InputError(f"resolution {resolution} must be a positive multiple of 8 (the VAE downsamples by 8)",
-                         "use e.g. --resolution=512 (SD v1's own size)")
+        raise InputError(f"{flag}={resolution} must be a positive multiple of 8 (the VAE downsamples by 8)",
+                         f"use e.g. {flag}=512 (SD v1's own size)")
     if resolution % 8:
         lo = resolution//8*8
-        raise InputError(f"resolution {resolution} is not a multiple of 8 (the VAE downsamples by 8)", f"use {lo} or {lo + 8}")
+        raise InputError(f"{flag}={resolution} is not a multiple of 8 (the VAE downsamples by 8)", f"use {flag}={lo} or {flag}={lo + 8}")
     return resolution
 
 def crop_box(size, resolution, center_crop=True, rng=None):

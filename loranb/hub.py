@@ -167,7 +167,8 @@ def load_pipeline(lora=None,    # LoRA folder, file or Hub id
                   base=None,    # base model (default: from the LoRA's model card)
                   dtype=None, device=None,
                   strict=True,  # refuse a LoRA whose layers do not all fit the model
-                  loras=None):  # several adapters at once: [(path, weight), ...] or ['PATH:WEIGHT', ...]
+                  loras=None,   # several adapters at once: [(path, weight), ...] or ['PATH:WEIGHT', ...]
+                  variant=None):# the base's weight variant, e.g. 'fp16': half the download of a model released both ways
     "A StableDiffusionPipeline of the LoRA's base model (from its card, or `base`), with the LoRA (or `loras`, each at its weight) loaded."
     from diffusers import StableDiffusionPipeline
     items = ([(lora, 1.0)] if lora is not None else []) + [lora_weight_arg(x) if isinstance(x, str) else tuple(x) for x in loras or []]
@@ -176,7 +177,7 @@ def load_pipeline(lora=None,    # LoRA folder, file or Hub id
     # default fp32: a model released in fp16 (like loranb:world) must not load half-and-half on a CPU
     src = resolve_model(base)
     with reading(src, 'base model', 're-download or rebuild it'):
-        pipe = StableDiffusionPipeline.from_pretrained(src, **pipeline_dtype(dtype or torch.float32), safety_checker=None)
+        pipe = StableDiffusionPipeline.from_pretrained(src, **pipeline_dtype(dtype or torch.float32), variant=variant, safety_checker=None)
     if len(items) == 1 and items[0][1] == 1.0: load_lora(pipe, items[0][0], strict=strict)   # one LoRA: diffusers names it
     else:   # several, or a weight: named adapters, weighted with diffusers' set_adapters (LoHa/LoKr are added at theirs)
         names, weights = [], []
@@ -241,7 +242,7 @@ def _check_sample_args(a):
     for name, lowest in (('steps', 1), ('n', 1)):
         if getattr(a, name) < lowest: raise InputError(f"--{name}={getattr(a, name)} must be at least {lowest}", f"use e.g. --{name}={lowest}")
     for flag in ('resolution', 'width', 'height'):
-        if getattr(a, flag) is not None: check_resolution(getattr(a, flag))
+        if getattr(a, flag) is not None: check_resolution(getattr(a, flag), f'--{flag}')
     out = Path(a.output)
     if out.suffix.lower() not in Image.registered_extensions():
         raise InputError(f"--output '{a.output}' has no image file extension", "end it in .png or .jpg")

@@ -8,8 +8,8 @@ Docs: https://loranb.github.io/loranb/engine/lora_files.html.md"""
 __all__ = ['LORA_FILE', 'PORTABLE_LORA_FIELDS', 'RAW_LORA_FILE', 'LYCORIS_KEYS', 'SECRET_FIELDS', 'LEGACY', 'lora_state_dict',
            'write_lora', 'save_lora', 'adapter_state', 'to_lycoris', 'adapter_scaling', 'write_adapter',
            'adapter_summary', 'public_config', 'write_model_card', 'base_model_of', 'convert_legacy',
-           'lora_weight_file', 'lora_source', 'read_lora', 'legacy_example', 'is_lycoris', 'lycoris_delta', 'to_kohya',
-           'export_kohya', 'from_kohya']
+           'lora_weight_file', 'lora_source', 'read_lora', 'check_values', 'legacy_example', 'is_lycoris',
+           'lycoris_delta', 'to_kohya', 'export_kohya', 'from_kohya']
 
 # %% ../nbs/engine/22_lora_files.ipynb #f003
 import dataclasses, json, math, re
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import InputError, RunError, reading, writing, atomic_replace, hub_online
+from .errors import InputError, RunError, reading, writing, atomic_replace, hub_online, read_text
 
 # %% ../nbs/engine/22_lora_files.ipynb #f006
 LORA_FILE = 'pytorch_lora_weights.safetensors'
@@ -230,7 +230,7 @@ def base_model_of(lora,          # a LoRA folder or Hub id
     if _is_local(lora):
         card_path = Path(lora).expanduser()/'README.md'
         if not card_path.exists(): raise InputError(f"LoRA folder '{lora}' has no README.md model card", "name the base model: --base on the command line, base=... in Python")
-        with reading(card_path, 'model card', 'fix its YAML header, or pass --base'): card = RepoCard.load(card_path)
+        with reading(card_path, 'model card', 'fix its YAML header, or pass --base'): card = RepoCard(read_text(card_path, 'model card'))
     else:
         if not hub_online(): raise RunError(f"cannot read the model card of '{lora}': the Hub cannot be reached",
                                             "connect, or pass a local folder and the base model (--base, or base=...)")
@@ -281,7 +281,20 @@ def read_lora(lora):
     path = lora_source(lora)
     with reading(path, 'LoRA file', 're-download it, or train it again'):
         sd = load_file(str(path)) if path.suffix == '.safetensors' else torch.load(path, map_location='cpu', weights_only=True)
-    return convert_legacy(sd)
+    return convert_legacy(check_values(sd, path))
+
+def check_values(sd,      # a LoRA's tensors, by name
+                 source): # the file they came from, for the message
+    "Refuse a LoRA whose tensors are not all finite floating-point numbers: loaded, it would draw black or garbage pictures."
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"LoRA file '{source}' holds no tensors by name", "pass a LoRA file (.safetensors, or a PyTorch state dict)")
+    if not sd: raise InputError(f"LoRA file '{source}' holds no tensors", "pass a LoRA file that is not empty; train or download it again")
+    odd = [k for k, v in sd.items() if not v.is_floating_point()]
+    if odd: raise InputError(f"LoRA file '{source}' holds {sd[odd[0]].dtype} tensors (e.g. '{odd[0]}'), not weights", "pass a LoRA file")
+    bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
+    if bad: raise InputError(f"LoRA file '{source}' holds NaN or infinite values in {len(bad)} of its {len(sd)} tensors (e.g. '{bad[0]}')",
+                             "the file is damaged or came from a diverged run: use an earlier checkpoint's file, or train it again")
+    return sd
 
 def _alpha_of(lora_file, prefix):
     "lora_alpha stored by diffusers in the file's metadata for `prefix`, or None."

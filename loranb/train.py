@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, RunError, writing, atomic_replace, offline_unless_reachable, hub_online, run_cli
+from .errors import InputError, RunError, writing, atomic_replace, offline_unless_reachable, hub_online, run_cli, check_writable
 from .models import load_parts, resolve_model
 from .data import DataSettings, build_dataset, cache_dataset, encode_batch
 from .schedule import add_noise, training_target, min_snr_weights, sample_noise
@@ -34,13 +34,12 @@ from .lora import cast_trainable_to_fp32, TEXT_ATTENTION
 from .sample import image_grid
 # Inside the engine: the settings, the files, the checkpoints (imported here, so `loranb.train` keeps offering them)
 from .config import (TrainConfig, autocast, adapter_config, run_adapter_config, config_parser, parse_config, ADAPTERS, LORA_INITS, PRECISIONS, LR_SCHEDULERS, TRACKERS, RANGES,
-                           check_adapter, check_buckets, check_config, resolve_precision)
-from .errors import check_writable
+                           check_adapter, check_buckets, check_config, resolve_precision, nonfinite_advice)
 from .lorafiles import (LORA_FILE, RAW_LORA_FILE, LYCORIS_KEYS, SECRET_FIELDS, adapter_state, to_lycoris, adapter_scaling,
                               write_adapter, adapter_summary, public_config, write_model_card, lora_state_dict, save_lora, write_lora)
-from .checkpoint import (ADAPTER_STATE, CHECKPOINT_MANIFEST, RESUME_SETTINGS, EpochSampler, BucketBatchSampler, save_adapter_state,
-                               load_adapter_state, resume_settings, list_checkpoints, save_checkpoint, load_lora_into, checkpoint_problem,
-                               check_resumable, resume_point, resumable_loader, epoch_batches, load_training_state)
+from .checkpoint import (ADAPTER_STATE, CHECKPOINT_MANIFEST, RESUME_SETTINGS, EpochSampler, BucketBatchSampler, save_adapter_state, load_adapter_state,
+                               resume_settings, list_checkpoints, save_checkpoint, load_lora_into, checkpoint_problem, check_resumable, resume_point,
+                               resumable_loader, epoch_batches, load_training_state, data_fingerprint, output_lock, StopRequest, step_mark, save_on_stop)
 from .monitor import split_rows, validation_loss, sample_images, loss_figure, LossPlot, set_adapters_enabled, AdapterEMA, _in_notebook, _trackers, _log_images
 # names this module offered before its plumbing moved out, kept importable from here (`from loranb.train import *` too)
 from safetensors.torch import load_file, save_file
@@ -121,12 +120,6 @@ def _optimizer(c, params, lr):
     else: cls = torch.optim.AdamW
     return cls(params, lr=lr, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.adam_weight_decay, eps=c.adam_epsilon)
 
-def _nonfinite_advice(precision, lr):
-    "What to do when a run keeps producing non-finite losses, for its precision."
-    if precision == 'fp16': return f"fp16 overflows easily: use --mixed_precision=bf16 (where the GPU has it) or no, or lower --learning_rate (now {lr:g})"
-    if precision == 'bf16': return f"lower --learning_rate (now {lr:g}), or use --mixed_precision=no"
-    return f"the run is in fp32, so the cause is the data or the settings: lower --learning_rate (now {lr:g}), or check the images"
-
 
 # %% ../nbs/06_train.ipynb #c044
 @dataclass
@@ -161,15 +154,15 @@ def start_run(c:TrainConfig, progress=True):
     "Phase 1, set up: check `c` whole, find the checkpoint to resume from, start accelerate; a `Run`."
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    precision = check_config(c)
-    ckpt = resume_point(c)   # checked whole and compatible before anything loads
+    precision, fingerprint = check_config(c), data_fingerprint(c)
+    ckpt = resume_point(c, fingerprint)   # checked whole and compatible, with the same data, before anything loads
     out = Path(c.output_dir)
     accelerator = Accelerator(gradient_accumulation_steps=c.gradient_accumulation_steps, mixed_precision='no', log_with=_trackers(c),
                               project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out/c.logging_dir)))
     if c.allow_tf32 and torch.cuda.is_available(): torch.backends.cuda.matmul.allow_tf32 = True
     set_seed(c.seed)
     return Run(c=c, precision=precision, ckpt=ckpt, out=out, accelerator=accelerator, device=accelerator.device,
-               main=accelerator.is_main_process, progress=progress)
+               main=accelerator.is_main_process, progress=progress, fingerprint=fingerprint)
 
 # %% ../nbs/06_train.ipynb #ph_p2
 def _tokenizer(c):
@@ -383,13 +376,14 @@ def _skipped(run, loss_value):
         last = list_checkpoints(run.out)
         raise RunError(f"{run.bad_in_a_row} non-finite steps in a row at step {run.step+1}: stopping; none of them changed the "
                        f"LoRA, and {f'the last checkpoint, {last[-1]}, is intact' if last else 'no checkpoint was written yet'}",
-                       _nonfinite_advice(run.precision, run.lr))
+                       nonfinite_advice(run.precision, run.lr))
 
 def checkpoint(run, epoch, done):
     "In phase 8, a checkpoint: `loranb.checkpoint.save_checkpoint` with everything this run needs to continue exactly."
     extra = dict(val_losses=list(run.val_losses), ema=run.ema.state_dict() if run.ema is not None else None)
     return save_checkpoint(run.out, run.step, run.unwrapped[0], run.unwrapped[1] if run.c.train_text_encoder else None, run.optimizer,
-                           run.lr_scheduler, run.scaler, run.generator, epoch, done, run.c.checkpoints_total_limit, resume_settings(run.c),
+                           run.lr_scheduler, run.scaler, run.generator, epoch, done, run.c.checkpoints_total_limit,
+                           resume_settings(run.c) | {'data': run.fingerprint},
                            run.losses, run.export, extra=extra)
 
 def after_step(run, mean_loss, norm, epoch, done):
@@ -409,19 +403,24 @@ def after_step(run, mean_loss, norm, epoch, done):
 # %% ../nbs/06_train.ipynb #ph_p9
 def run_epochs(run):
     "Phase 8, the epochs: batches in resumable order, a step at each accumulation boundary, until `max_steps`; the held-out loss at the end."
-    c = run.c
+    c, mark = run.c, step_mark(run.first_epoch, run.skip, run.generator)
     try:
-        for epoch in range(run.first_epoch, run.epochs if run.step < run.max_steps else run.first_epoch):   # finished: no more steps
-            for m in run.modules: m.train()
-            batches, done, run.skip = epoch_batches(run.loader, run.sampler, run.accelerator, epoch, run.skip), run.skip, 0
-            for batch in batches:
-                stepped = train_step(run, batch); done += 1
-                if stepped is None: continue
-                after_step(run, *stepped, epoch, done)
+        with StopRequest() as stop:   # Ctrl-C, a notebook's stop button, SIGTERM: stop after the step, with a checkpoint
+            for epoch in range(run.first_epoch, run.epochs if run.step < run.max_steps else run.first_epoch):   # finished: no more steps
+                for m in run.modules: m.train()
+                batches, done, run.skip = epoch_batches(run.loader, run.sampler, run.accelerator, epoch, run.skip), run.skip, 0
+                for batch in batches:
+                    stepped = train_step(run, batch); done += 1
+                    if stepped is None: continue
+                    after_step(run, *stepped, epoch, done); mark = step_mark(epoch, done, run.generator); stop.check()
+                    if run.step >= run.max_steps: break
                 if run.step >= run.max_steps: break
-            if run.step >= run.max_steps: break
-            if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: evaluate(run); validate(run, f'step-{run.step}')
+                if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: evaluate(run); validate(run, f'step-{run.step}')
+    except KeyboardInterrupt:   # the step under way is abandoned: its random draws are put back, its gradients never applied
+        if run.main: run.bar.close(); save_on_stop(run.out, run.step, mark, run.generator, lambda epoch, done: checkpoint(run, epoch, done))
+        raise
     finally: run.bar.close()   # also on an error: the message then starts on its own line
+    if run.main and c.checkpointing_steps and run.step and not (run.out/f'checkpoint-{run.step}').exists(): checkpoint(run, *mark[:2])   # the last step too
     evaluate(run)   # at the last step too
     run.live.update(run.losses, final=True, val_losses=[v[:2] for v in run.val_losses])
     return run
@@ -481,9 +480,10 @@ def run_result(run):
 # %% ../nbs/06_train.ipynb #ph_p11
 def train(c:TrainConfig, progress=True):
     "Train a LoRA on an SD v1 model as `c` says; return a `TrainResult`."
-    run = start_run(c, progress)
-    for phase in (load_data, load_adapter, cache_data, prepare_optimization, resume_run, open_outputs, run_epochs, finish_run):
-        phase(run)
+    with output_lock(c.output_dir):   # one run per output folder
+        run = start_run(c, progress)
+        for phase in (load_data, load_adapter, cache_data, prepare_optimization, resume_run, open_outputs, run_epochs, finish_run):
+            phase(run)
     return run_result(run)
 
 # %% ../nbs/06_train.ipynb #c048

@@ -131,8 +131,8 @@ def test_missing_model_folder_is_reported_once(env, tmp_path):
 
 @pytest.mark.parametrize("flag, words", [
     ("--learning_rate=-1", ["--learning_rate=-1.0 must be above 0"]),
-    ("--resolution=0", ["resolution 0 must be a positive multiple of 8", "--resolution=512"]),
-    ("--resolution=100", ["resolution 100 is not a multiple of 8", "use 96 or 104"]),
+    ("--resolution=0", ["--resolution=0 must be a positive multiple of 8", "--resolution=512"]),
+    ("--resolution=100", ["--resolution=100 is not a multiple of 8", "use --resolution=96 or --resolution=104"]),
     ("--train_batch_size=0", ["--train_batch_size=0 must be at least 1"]),
     ("--rank=0", ["--rank=0 must be at least 1"]),
     ("--max_train_steps=0", ["--max_train_steps=0 must be at least 1"]),
