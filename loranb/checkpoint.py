@@ -195,7 +195,9 @@ def checkpoint_problem(ckpt):
         return None
     for name, sha in files.items():
         if not (ckpt/name).exists(): return f"{name} is missing"
-        if file_sha256(ckpt/name) != sha: return f"{name} does not match its checksum"
+        try: same = file_sha256(ckpt/name) == sha
+        except OSError as e: return f"{name} cannot be read ({short_error(e)})"
+        if not same: return f"{name} does not match its checksum"
     return None
 
 def check_resumable(ckpt, c):

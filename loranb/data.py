@@ -422,8 +422,10 @@ def _verified_load(path, index):
     "The tensors of a finished cache file whose checksum matches the index, else None (it must be encoded again)."
     sha = index['files'].get(path.name)
     if sha is None or not path.exists(): return None   # not finished: a killed run, or never started
-    if file_sha256(path) != sha:
-        print(f"latent cache: {path} is damaged (its checksum differs from the index); rebuilding it")
+    try: same = file_sha256(path) == sha
+    except OSError: same = False   # unreadable (permissions): no use to this run either
+    if not same:
+        print(f"latent cache: {path} is damaged or unreadable (its checksum differs from the index); rebuilding it")
         del index['files'][path.name]; index['complete'] = False
         return None
     return load_file(str(path))

@@ -79,6 +79,8 @@ def explain(e):
     if isinstance(e, LoranbError): return e.exit_code, str(e)
     code, where = _errno_of(e), getattr(e, 'filename', None)
     if code in _NO_SPACE: return 1, f"no space left on the device writing '{where or 'a file'}' — free space there, or write elsewhere"
+    if code in (errno.EACCES, errno.EPERM):   # reading or writing: the error does not say which
+        return 1, f"no permission for '{where or 'a file'}' ({os.strerror(code)}) — check its permissions, or choose a folder you can write"
     if code in _NOT_WRITABLE: return 1, f"cannot write '{where or 'a file'}' ({os.strerror(code)}) — choose a writable folder"
     if isinstance(e, FileNotFoundError): return 2, f"'{where}' does not exist — check the path"
     if type(e).__name__ == 'SafetensorError':
@@ -116,7 +118,9 @@ def reading(path,                   # the user's file or folder
     "Within the block, a failure to read `path` becomes an `InputError` (missing) or `RunError` (damaged) naming it."
     try: yield
     except LoranbError: raise
-    except FileNotFoundError as e: raise InputError(f"{what} '{path}' does not exist", "check the path") from e
+    except FileNotFoundError as e:
+        if Path(path).exists(): raise RunError(f"{what} '{path}' cannot be read (no permission)", "check its permissions") from e
+        raise InputError(f"{what} '{path}' does not exist", "check the path") from e
     except Exception as e: raise RunError(f"{what} '{path}' cannot be read ({short_error(e)})", fix) from e
 
 @contextmanager
@@ -162,13 +166,14 @@ def file_sha256(path):
 
 # %% ../nbs/engine/20_errors.ipynb #e061
 LEGACY_ENCODING = 'cp1252'   # what Windows editors write; every byte it does not define is read as Latin-1
+_BINARY = re.compile(rb'[\x00-\x08\x0b\x0c\x0e-\x1f]')   # control bytes no text editor writes: a binary file, not text
 _legacy_told = set()
 
 def read_text(path,              # a text file a person wrote: a caption, a metadata file
               what='text file'): # what it is, for the messages
     "The text of `path`: UTF-8, or else Windows-1252/Latin-1, said once per file; missing, unreadable or binary files named."
     with reading(path, what, 'check the file and its permissions'): data = Path(path).read_bytes()
-    if b'\x00' in data: raise InputError(f"{what} '{path}' is not text (it holds NUL bytes)", "replace it with a text file, or remove it")
+    if _BINARY.search(data): raise InputError(f"{what} '{path}' is not text (it holds control bytes such as NUL)", "replace it with a text file, or remove it")
     try: return data.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         try: text = data.decode(LEGACY_ENCODING)

@@ -294,7 +294,13 @@ def check_values(sd,      # a LoRA's tensors, by name
     bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
     if bad: raise InputError(f"LoRA file '{source}' holds NaN or infinite values in {len(bad)} of its {len(sd)} tensors (e.g. '{bad[0]}')",
                              "the file is damaged or came from a diverged run: use an earlier checkpoint's file, or train it again")
+    alone = [k for k in sd for a, b in _PAIRS if a in k and k.replace(a, b) not in sd or b in k and k.replace(b, a) not in sd]
+    if alone: raise InputError(f"LoRA file '{source}' has {len(alone)} LoRA factor{'s' if len(alone) > 1 else ''} without its partner (e.g. '{alone[0]}' has no up/B or down/A beside it)",
+                               "the file is incomplete: download or export it again")
     return sd
+
+# the two factors of a LoRA layer in each layout: a file with one and not the other is incomplete (the layer would do nothing)
+_PAIRS = (('.lora.down.', '.lora.up.'), ('.lora_A.', '.lora_B.'), ('.lora_down.', '.lora_up.'), ('_lora.down.', '_lora.up.'))
 
 def _alpha_of(lora_file, prefix):
     "lora_alpha stored by diffusers in the file's metadata for `prefix`, or None."
