@@ -15,8 +15,23 @@ from loranb.schedule import make_betas, alpha_bar
 from loranb.lora import add_lora, cast_trainable_to_fp32
 from loranb.train import TrainConfig, diffusion_loss, autocast, vae_dtype
 
-# dense bf16/fp16 tensor-core peaks, TFLOP/s, for MFU
-GPU_PEAK_TFLOPS = {'H200': 989.0, 'H100': 989.0, 'A100': 312.0, 'L4': 121.0, 'T4': 65.0, 'A10G': 125.0}
+# Dense (no sparsity) fp16/bf16 tensor-core peaks in TFLOP/s, for MFU, by the exact name torch.cuda.get_device_name()
+# reports: a name not listed gets no MFU rather than another part's peak ("L4" must not match an L40S, nor "H100" an
+# H100 PCIe). Sources: NVIDIA's datasheets (half the "with sparsity" figure): H100 and H200 SXM 989.4, H100 PCIe 756.5,
+# A100 (every form) 312, L40S 362.05, L40 181.05, L4 121, T4 65 (fp16 only: no bf16).
+GPU_PEAK_TFLOPS = {'NVIDIA H200': 989.4, 'NVIDIA H100 80GB HBM3': 989.4, 'NVIDIA H100 PCIe': 756.5,
+                   'NVIDIA A100-SXM4-80GB': 312.0, 'NVIDIA A100-SXM4-40GB': 312.0, 'NVIDIA A100-PCIE-40GB': 312.0, 'NVIDIA A100 80GB PCIe': 312.0,
+                   'NVIDIA L40S': 362.05, 'NVIDIA L40': 181.05, 'NVIDIA L4': 121.0, 'Tesla T4': 65.0}
+T4_MEMORY_GIB = 15.0   # what a Colab T4 offers (15,360 MiB)
+
+
+def like_t4():
+    "With LORANB_LIKE_T4=1 on a bigger GPU: cap this process at a T4's memory and turn off the flash-attention kernel a T4 lacks."
+    if os.environ.get('LORANB_LIKE_T4') != '1' or not torch.cuda.is_available(): return False
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    torch.cuda.set_per_process_memory_fraction(min(1.0, T4_MEMORY_GIB / total))
+    torch.backends.cuda.enable_flash_sdp(False)   # sm75 has no flash attention: a T4 runs SDPA's memory-efficient kernel
+    return True
 
 
 def build(model, precision, device, channels_last=False):
@@ -39,6 +54,7 @@ def build(model, precision, device, channels_last=False):
 def run(a):
     mp = {'fp32': 'no'}.get(a.precision, a.precision)   # loranb's name for "no mixed precision"
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    t4 = like_t4()
     torch.manual_seed(0)
     unet, vae, te, ab = build(a.model, mp, device, a.channels_last)
     if a.gradient_checkpointing: unet.enable_gradient_checkpointing(); unet.train()
@@ -87,10 +103,11 @@ def run(a):
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
                flop_per_step=flops, tflop_per_step=round(flops / 1e12, 3), tflops=round(flops / s / 1e12, 3), device=device.type,
                hardware=torch.cuda.get_device_name() if device.type == 'cuda' else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               torch=torch.__version__, date=str(date.today()))
+               torch=torch.__version__, date=str(date.today()), like_t4=t4)
+    if scaler.is_enabled(): res['loss_scale'] = scaler.get_scale()   # fp16: the scaler ran (and where it settled)
     if device.type == 'cuda':
         res['peak_cuda_gib'] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        peak = next((v for k, v in GPU_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+        peak = None if t4 else GPU_PEAK_TFLOPS.get(torch.cuda.get_device_name())
         if peak and a.precision in ('fp16', 'bf16'): res['mfu'] = round(res['tflops'] / peak, 3)
     return res
 

@@ -197,6 +197,7 @@ def save_factors(folder,          # where to write pytorch_lora_weights.safetens
     # PEFT carries fields an older one rejects)
     config = dict(r=rank, lora_alpha=rank, target_modules=sorted(targets), rank_pattern={}, alpha_pattern={}, lora_dropout=0.0,
                   bias='none', use_dora=False, use_rslora=False)
+    check_values(sd, f"{folder} (the result, not written)")   # NaN in, or an SVD gone wrong: refused before anything is written
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=sd, unet_lora_adapter_metadata=config, safe_serialization=True)
     if base_model: (folder/'README.md').write_text(f"---\nbase_model: {base_model}\nlibrary_name: diffusers\ntags: [lora, loranb]\n---\n\nA rank-{rank} LoRA written by loranb.beyond.\n")

@@ -80,7 +80,7 @@ def diffusion_loss(unet, latents, text, alpha_bars, generator, c, precision='no'
     return (per_sample * min_snr_weights(alpha_bars, t, c.snr_gamma, c.prediction_type or 'epsilon')).mean()
 
 def vae_dtype(weight_dtype, device):
-    "The frozen VAE's dtype: the run's on GPU; fp32 on CPU for fp16 runs, where fp16 convolutions are ~60x slower."
+    "The frozen VAE's dtype: the run's on GPU; fp32 on CPU for fp16 runs, where fp16 convolutions are many times slower."
     return torch.float32 if torch.device(device).type == 'cpu' and weight_dtype == torch.float16 else weight_dtype
 
 

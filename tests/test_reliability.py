@@ -187,3 +187,16 @@ def test_keyboard_interrupt_inside_train_resumes_exactly(env, whole, tmp_path, m
     finally: torch.set_num_threads(threads)
     a, b = load_file(whole/LORA), load_file(result.lora_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_base_loads_in_its_fp16_variant(lora, tmp_path):
+    "load_pipeline(..., variant='fp16') takes a base model's fp16 files: a folder holding only those loads, and is refused without it."
+    from diffusers import StableDiffusionPipeline
+    from loranb.hub import load_pipeline
+    from loranb.errors import LoranbError
+    base = tmp_path/"base-fp16"
+    StableDiffusionPipeline.from_pretrained(str(tiny_model_path()), safety_checker=None).to(torch.float16).save_pretrained(base, variant="fp16")
+    assert not list(base.glob("unet/*.safetensors")) == [] and all(".fp16." in p.name for p in base.glob("unet/*.safetensors"))
+    pipe = load_pipeline(lora, base=str(base), variant="fp16", dtype=torch.float32)
+    assert pipe.unet.dtype == torch.float32 and "default_0" in pipe.unet.peft_config
+    with pytest.raises((LoranbError, OSError, ValueError)): load_pipeline(lora, base=str(base))   # no variant: no weights to load
