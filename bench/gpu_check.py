@@ -164,7 +164,12 @@ def run(a, write):   # write(report): called after every section, so a report ex
     cuda = torch.cuda.is_available()
     if not cuda and not a.dry: sys.exit("gpu_check: no CUDA GPU here; run with --dry for the CPU rehearsal of the same code paths")
     if a.like == 't4': os.environ['LORANB_LIKE_T4'] = '1'   # the train_step processes cap their memory and attention kernels
-    report = dict(meta=_meta(a), rows=[])
+    try: meta = _meta(a)
+    except Exception as e: meta = dict(date=str(date.today()), dry=a.dry, like=a.like, torch=torch.__version__, hardware='unknown',
+                                       diffusers='unknown', error=f'{type(e).__name__}: {e}'.splitlines()[0])
+    report = dict(meta=meta, rows=[])
+    unknown = set(a.sections or ()) - {name for name, _ in sections(a)}
+    if unknown: sys.exit(f"gpu_check: no section named {', '.join(sorted(unknown))}; the sections: {', '.join(n for n, _ in sections(a))}")
     if a.like == 't4' and cuda:   # this process too (the Colab path)
         sys.path.insert(0, str(HERE)); from train_step import like_t4; like_t4()
     for name, section in sections(a):

@@ -229,9 +229,10 @@ def _stack(parts, module, shape):
 
 def _check_same_layers(loras, factors):
     "Refuse LoRAs whose common layers differ in shape: they were made for different base models."
+    flat = lambda shape: (shape[0], math.prod(shape[1:]))   # a 1x1 convolution is the same layer stored 4-D or 2-D
     for i in range(1, len(factors)):
         for module in set(factors[0]) & set(factors[i]):
-            if factors[0][module][2] != factors[i][module][2]:
+            if flat(factors[0][module][2]) != flat(factors[i][module][2]):
                 raise InputError(f"'{loras[0][0]}' and '{loras[i][0]}' were made for different base models: layer {module} is "
                                  f"{tuple(factors[0][module][2])} in the first and {tuple(factors[i][module][2])} in the second",
                                  "merge LoRAs trained on one base model")

@@ -86,7 +86,8 @@ def load_or_make_plan(folder,  # the run folder
     path, inputs = Path(folder)/'plan.json', dict(inputs)
     saved = _saved_plan(path)
     if saved is not None and saved['inputs'] == inputs: return saved, True
-    step_time, startup = (saved['step_time'], saved['startup_s']) if saved is not None else probe()   # the same settings: the same step
+    same_step = saved is not None and saved['inputs'].get('batch') == inputs.get('batch')   # the same settings and batch: the same step
+    step_time, startup = (saved['step_time'], saved['startup_s']) if same_step else probe()
     plan = session_plan(step_time, inputs['n_images'], inputs['hours'], startup, inputs.get('epochs', 100), inputs.get('batch', 1)) | dict(inputs=inputs)
     if saved is not None:
         changed = ', '.join(f"{k} {saved['inputs'].get(k)} -> {v}" for k, v in inputs.items() if saved['inputs'].get(k) != v)

@@ -119,7 +119,9 @@ def reading(path,                   # the user's file or folder
     try: yield
     except LoranbError: raise
     except FileNotFoundError as e:
-        if Path(path).exists(): raise RunError(f"{what} '{path}' cannot be read (no permission)", "check its permissions") from e
+        p = Path(path)
+        if p.is_file() and not os.access(p, os.R_OK): raise RunError(f"{what} '{path}' cannot be read (no permission)", "check its permissions") from e
+        if p.exists(): raise RunError(f"{what} '{path}' is incomplete: '{e.filename or short_error(e)}' is missing", fix) from e
         raise InputError(f"{what} '{path}' does not exist", "check the path") from e
     except Exception as e: raise RunError(f"{what} '{path}' cannot be read ({short_error(e)})", fix) from e
 
@@ -166,13 +168,14 @@ def file_sha256(path):
 
 # %% ../nbs/engine/20_errors.ipynb #e061
 LEGACY_ENCODING = 'cp1252'   # what Windows editors write; every byte it does not define is read as Latin-1
-_BINARY = re.compile(rb'[\x00-\x08\x0b\x0c\x0e-\x1f]')   # control bytes no text editor writes: a binary file, not text
+_BINARY = re.compile(rb'[\x00-\x08\x0e-\x19\x1b-\x1f]')   # control bytes no text editor writes (form feed and DOS's end mark allowed)
 _legacy_told = set()
 
 def read_text(path,              # a text file a person wrote: a caption, a metadata file
               what='text file'): # what it is, for the messages
     "The text of `path`: UTF-8, or else Windows-1252/Latin-1, said once per file; missing, unreadable or binary files named."
     with reading(path, what, 'check the file and its permissions'): data = Path(path).read_bytes()
+    if data.startswith((b'\xff\xfe', b'\xfe\xff')): return data.decode('utf-16')   # Notepad's "Unicode": UTF-16 with its mark
     if _BINARY.search(data): raise InputError(f"{what} '{path}' is not text (it holds control bytes such as NUL)", "replace it with a text file, or remove it")
     try: return data.decode('utf-8-sig')
     except UnicodeDecodeError as e:

@@ -201,26 +201,34 @@ def _read(read, folder, bench, target):
         return 'refused' if named else 'unexpected', code, message
     return 'read', 0, ''
 
-def _without_root(read, folder, bench, target, nobody=65534):
+def _without_root(read, folder, bench, target, nobody=65534, timeout=120):
     "`_read` in a child process that gave up root (as user `nobody`), so that file permissions hold for it as for any user."
-    import pickle
+    import pickle, select, signal
     for p in [bench.root, *bench.root.rglob('*')]:   # everything else stays readable to that user
         if p != target: p.chmod(0o777 if p.is_dir() else 0o644)
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:   # the child: drop root, read, report through the pipe
-        os.close(r)
+    if pid == 0:   # the child: drop root, read, report through the pipe; whatever happens, it ends here
         try:
+            os.close(r)
+            torch.set_num_threads(1)   # a forked child must not use the parent's OpenMP threads: they are not there
             import datasets.config
             datasets.config.HF_DATASETS_CACHE = bench.root/'datasets-cache'   # root's own cache is closed to it
             os.setgid(nobody); os.setuid(nobody)
-            result = _read(read, folder, bench, target)
-        except BaseException as e: result = ('unexpected', 1, f'{type(e).__name__}: {e}')
-        os.write(w, pickle.dumps(result)); os._exit(0)
+            try: result = _read(read, folder, bench, target)
+            except BaseException as e: result = ('unexpected', 1, f'{type(e).__name__}: {e}')
+            os.write(w, pickle.dumps(result))
+        finally: os._exit(0)
     os.close(w)
-    with os.fdopen(r, 'rb') as f: data = f.read()
-    os.waitpid(pid, 0)
-    return pickle.loads(data)
+    try:
+        ready, _, _ = select.select([r], [], [], timeout)
+        data = os.read(r, 1 << 20) if ready else b''
+    finally:
+        os.close(r)
+        if not data: os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        bench.root.chmod(0o700)
+    return pickle.loads(data) if data else ('unexpected', 1, f'the unprivileged reader gave no answer within {timeout} s')
 
 def run_case(bench, kind, fault, expected='refused'):
     "Make a fresh `kind` folder from `bench`, spoil its file with `fault`, read it as the commands do; the `Outcome`."

@@ -289,7 +289,7 @@ def check_values(sd,      # a LoRA's tensors, by name
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise InputError(f"LoRA file '{source}' holds no tensors by name", "pass a LoRA file (.safetensors, or a PyTorch state dict)")
     if not sd: raise InputError(f"LoRA file '{source}' holds no tensors", "pass a LoRA file that is not empty; train or download it again")
-    odd = [k for k, v in sd.items() if not v.is_floating_point()]
+    odd = [k for k, v in sd.items() if not v.is_floating_point() and not (v.ndim == 0 and k.endswith('alpha'))]   # kohya's alpha may be an integer
     if odd: raise InputError(f"LoRA file '{source}' holds {sd[odd[0]].dtype} tensors (e.g. '{odd[0]}'), not weights", "pass a LoRA file")
     bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
     if bad: raise InputError(f"LoRA file '{source}' holds NaN or infinite values in {len(bad)} of its {len(sd)} tensors (e.g. '{bad[0]}')",

@@ -143,7 +143,7 @@ def push_to_hub(c, out):
                        f"upload later with `huggingface-cli upload {c.hub_model_id or out.name} {out}`")
     from huggingface_hub import create_repo, upload_folder
     repo = create_repo(c.hub_model_id or out.name, exist_ok=True, token=c.hub_token).repo_id
-    upload_folder(repo_id=repo, folder_path=str(out), token=c.hub_token, ignore_patterns=['checkpoint-*', '.checkpoint-*', f'{c.logging_dir}/*'])
+    upload_folder(repo_id=repo, folder_path=str(out), token=c.hub_token, ignore_patterns=['checkpoint-*', '.checkpoint-*', '.loranb.lock', f'{c.logging_dir}/*'])
     return repo
 
 # %% ../nbs/06_train.ipynb #ph_p1
@@ -403,7 +403,7 @@ def after_step(run, mean_loss, norm, epoch, done):
 # %% ../nbs/06_train.ipynb #ph_p9
 def run_epochs(run):
     "Phase 8, the epochs: batches in resumable order, a step at each accumulation boundary, until `max_steps`; the held-out loss at the end."
-    c, mark = run.c, step_mark(run.first_epoch, run.skip, run.generator)
+    c, mark = run.c, step_mark(run.first_epoch, run.skip, run.generator, run.step)
     try:
         with StopRequest() as stop:   # Ctrl-C, a notebook's stop button, SIGTERM: stop after the step, with a checkpoint
             for epoch in range(run.first_epoch, run.epochs if run.step < run.max_steps else run.first_epoch):   # finished: no more steps
@@ -412,15 +412,15 @@ def run_epochs(run):
                 for batch in batches:
                     stepped = train_step(run, batch); done += 1
                     if stepped is None: continue
-                    after_step(run, *stepped, epoch, done); mark = step_mark(epoch, done, run.generator); stop.check()
+                    after_step(run, *stepped, epoch, done); mark = step_mark(epoch, done, run.generator, run.step); stop.check()
                     if run.step >= run.max_steps: break
                 if run.step >= run.max_steps: break
                 if not c.validation_steps and c.validation_epochs and (epoch + 1) % c.validation_epochs == 0: evaluate(run); validate(run, f'step-{run.step}')
-    except KeyboardInterrupt:   # the step under way is abandoned: its random draws are put back, its gradients never applied
-        if run.main: run.bar.close(); save_on_stop(run.out, run.step, mark, run.generator, lambda epoch, done: checkpoint(run, epoch, done))
+    except KeyboardInterrupt as e:   # the step under way is abandoned: its random draws are put back, its gradients never applied
+        if run.main: run.bar.close(); save_on_stop(run.out, run.step, mark, run.generator, lambda epoch, done: checkpoint(run, epoch, done), e)
         raise
     finally: run.bar.close()   # also on an error: the message then starts on its own line
-    if run.main and c.checkpointing_steps and run.step and not (run.out/f'checkpoint-{run.step}').exists(): checkpoint(run, *mark[:2])   # the last step too
+    if run.main and c.checkpointing_steps and run.step and run.step % c.checkpointing_steps: checkpoint(run, *mark[:2])   # the last step too
     evaluate(run)   # at the last step too
     run.live.update(run.losses, final=True, val_losses=[v[:2] for v in run.val_losses])
     return run
