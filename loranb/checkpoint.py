@@ -335,7 +335,9 @@ def output_lock(folder,              # the run's output folder (made if missing,
             raise InputError(f"{flag} '{folder}' is in use by another loranb run (process {held['pid']} on {held.get('host')}, "
                              f"since {held.get('started')})", f"wait for it to end, or choose another {flag}; a lock its run stopped "
                              f"renewing is taken over after {LOCK_STALE // 60} minutes, or delete '{lock}' if that run is gone")
-        with os.fdopen(fd, 'w') as f: json.dump(me, f)
+        try:
+            with writing(lock, "the run's lock file", fix=f"free space there, or choose another {flag}"), os.fdopen(fd, 'w') as f: json.dump(me, f)
+        except BaseException: lock.unlink(missing_ok=True); raise   # a full disk: no empty lock left behind
         break
     _held.add(me['path']); stop = threading.Event()
     threading.Thread(target=_beat, args=(lock, stop), daemon=True).start()

@@ -208,11 +208,22 @@ def test_full_disk_names_the_checkpoint_not_a_temporary(clean_run, tmp_path, env
     with small_disk(tmp_path/"disk", size="8m", fill=False) as disk:
         out = stopped_copy(clean_run, disk/"run")   # copied before the disk is filled below
         fill_disk(disk)
+        os.truncate(disk/".filler", os.path.getsize(disk/".filler") - 8192)   # room for the run's lock file, not for a checkpoint
         before = snapshot(out)
         res = cli(*train_cmd(env, out, "--resume_from_checkpoint=latest"))
         line = error_line(res, 1, "the disk is full", f"cannot write the checkpoint '{out/'checkpoint-6'}'")
         assert ".tmp" not in line
         assert snapshot(out) == before   # every file as it was, and no new one: no half-written checkpoint folder
+
+
+def test_full_disk_at_the_start_names_the_lock(clean_run, tmp_path, env):
+    "A disk already full when the run starts: refused before any model loads, naming the lock file; no empty lock left behind."
+    with small_disk(tmp_path/"disk", size="8m", fill=False) as disk:
+        out = stopped_copy(clean_run, disk/"run"); fill_disk(disk)
+        before = snapshot(out)
+        res = cli(*train_cmd(env, out, "--resume_from_checkpoint=latest"))
+        error_line(res, 1, "the disk is full", "cannot write the run's lock file", ".loranb.lock")
+        assert snapshot(out) == before and not (out/".loranb.lock").exists()
 
 
 def test_read_only_output_is_refused(tmp_path, env):
