@@ -126,6 +126,11 @@ def _cache(folder, bench):
     data = build_dataset(s, bench.parts.tokenizer)
     return cache_dataset(data, s, bench.parts.vae, bench.parts.text_encoder, model_id=bench.model, progress=False).cache is not None
 
+def _card(folder, bench):
+    "Read the base model from the model card in `folder`, as `load_pipeline` does."
+    from loranb.lorafiles import base_model_of
+    return base_model_of(folder)
+
 def _plan(folder, bench):
     "Read the Colab lesson's saved plan, as a rerun of that lesson does."
     from loranb.colab import load_or_make_plan
@@ -151,7 +156,7 @@ KINDS = {
     'saved dataset':       (_saved, 'state.json', _dataset),
     'LoRA file':           (_copy(lambda b: b.run), 'pytorch_lora_weights.safetensors', _load_lora),
     'kohya LoRA file':     (_kohya_lora, 'lora_kohya.safetensors', _load_lora),
-    'model card':          (_copy(lambda b: b.run), 'README.md', lambda f, b: __import__('loranb.lorafiles').lorafiles.base_model_of(f)),
+    'model card':          (_copy(lambda b: b.run), 'README.md', _card),
     'checkpoint state':    (_copy(lambda b: b.run/'checkpoint-2'), 'training_state.pt', _resume),
     'checkpoint adapter':  (_copy(lambda b: b.run/'checkpoint-2'), 'adapter_state.safetensors', _resume),
     'checkpoint manifest': (_copy(lambda b: b.run/'checkpoint-2'), 'checkpoint.json', _resume),

@@ -196,7 +196,8 @@ def test_base_loads_in_its_fp16_variant(lora, tmp_path):
     from loranb.errors import LoranbError
     base = tmp_path/"base-fp16"
     StableDiffusionPipeline.from_pretrained(str(tiny_model_path()), safety_checker=None).to(torch.float16).save_pretrained(base, variant="fp16")
-    assert not list(base.glob("unet/*.safetensors")) == [] and all(".fp16." in p.name for p in base.glob("unet/*.safetensors"))
+    weights = list(base.glob("unet/*.safetensors"))
+    assert weights and all(".fp16." in p.name for p in weights)   # only the fp16 variant's files are there
     pipe = load_pipeline(lora, base=str(base), variant="fp16", dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32 and "default_0" in pipe.unet.peft_config
     with pytest.raises((LoranbError, OSError, ValueError)): load_pipeline(lora, base=str(base))   # no variant: no weights to load
